@@ -1,0 +1,335 @@
+"""The ``kforge`` command line. Data to stdout, progress and logs to stderr.
+
+Exit codes: 0 done (at least one correct candidate), 1 finished but nothing passed, 2 bad usage or
+recipe, 3 infrastructure failure, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kforge import __version__
+
+EXIT_OK, EXIT_NONE_PASSED, EXIT_USAGE, EXIT_INFRA, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def _guard(fn: Any) -> Any:
+    """Turn known errors into a one-paragraph message and the right exit code (no traceback)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from kforge.engine import InfrastructureError
+        from kforge.options import RecipeError
+        from kforge.plugins import PluginError
+
+        try:
+            return fn(*args, **kwargs)
+        except RecipeError as exc:
+            _fail(str(exc), EXIT_USAGE)
+        except PluginError as exc:
+            _fail(str(exc), EXIT_USAGE)
+        except InfrastructureError as exc:
+            _fail(str(exc), EXIT_INFRA)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kforge")
+def cli() -> None:
+    """kforge: generate, judge and search GPU kernels with LLMs."""
+
+
+# -- run ------------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+              help="Override a recipe value, e.g. --set eval.trials=7 (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per event on stdout.")
+@click.option("--dry-run", is_flag=True, help="Print the resolved plan and exit.")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write the run here instead of a new folder under [run] out.")
+@_guard
+def run(recipe: Path, overrides: tuple[str, ...], as_json: bool, dry_run: bool, run_dir: Path | None) -> None:
+    """Run RECIPE: generate candidates, judge them, stream a live speedup table."""
+    from kforge.engine import Engine
+    from kforge.recipe import load_recipe
+
+    rec = load_recipe(recipe, list(overrides))
+    engine = Engine(rec, run_dir=run_dir)
+    if dry_run:
+        plan = engine.plan()
+        if as_json:
+            click.echo(json.dumps({"event": "plan", **plan}, default=str))
+        else:
+            _print_plan(plan)
+        return
+    sys.exit(_execute(engine, as_json))
+
+
+def _print_plan(plan: dict[str, Any]) -> None:
+    from rich.pretty import Pretty
+
+    console = _stderr_console()
+    console.print("[bold]Plan[/] (dry run: nothing was started)")
+    for key, value in plan.items():
+        console.print(f"[bold]{key}[/]:", Pretty(value))
+
+
+def _execute(engine: Any, as_json: bool) -> int:
+    from kforge.output import JsonLines, LiveTable, PlainLines, print_summary
+
+    console = _stderr_console()
+    if as_json:
+        engine.bus.subscribe(JsonLines())
+    live = None
+    if not as_json and console.is_terminal:
+        live = LiveTable(engine.problem_ids, console, f"kforge: {engine.recipe.name}")
+        engine.bus.subscribe(live)
+    elif not as_json:
+        engine.bus.subscribe(PlainLines(console))
+        engine.bus.subscribe(lambda e: e["event"] == "run_started" and console.print(
+            f"run directory: {e['run_dir']}", markup=False))
+
+    interrupts = {"n": 0}
+
+    async def main() -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+
+        def on_sigint() -> None:
+            interrupts["n"] += 1
+            if interrupts["n"] == 1:
+                console.print("[yellow]Interrupted: stopping cleanly, everything recorded is kept "
+                              "(Ctrl-C again to force).[/]")
+                engine.request_stop("interrupted")
+            else:
+                os._exit(EXIT_INTERRUPTED)
+
+        try:
+            loop.add_signal_handler(signal.SIGINT, on_sigint)
+        except (NotImplementedError, RuntimeError):
+            pass
+        return await engine.run()
+
+    if live is not None:
+        with live:
+            summary = asyncio.run(main())
+    else:
+        summary = asyncio.run(main())
+    if not as_json:
+        print_summary(console, summary)
+    if engine.stop_reason == "interrupted":
+        return EXIT_INTERRUPTED
+    return EXIT_OK if summary["correct"] > 0 else EXIT_NONE_PASSED
+
+
+# -- eval -----------------------------------------------------------------------------------------
+@cli.command("eval")
+@click.argument("candidate", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--problem", "problem_ref", required=True, help="A built-in problem id or a KernelBench-format file.")
+@click.option("--backend", default="triton", show_default=True, help="The candidate's backend.")
+@click.option("--shape", type=click.Choice(["auto", "small", "main"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="eval.KEY=VALUE", help="Override an [eval] setting.")
+@click.option("--json", "as_json", is_flag=True, help="Print the EvalResult as one JSON object on stdout.")
+@_guard
+def eval_cmd(candidate: Path, problem_ref: str, backend: str, shape: str, device: str,
+             overrides: tuple[str, ...], as_json: bool) -> None:
+    """Judge one CANDIDATE file against a problem and print its result."""
+    from kforge.api import code_hash
+    from kforge.engine import InfrastructureError
+    from kforge.executors.local import LocalExecutor
+    from kforge.options import RecipeError
+    from kforge.plugins import get_registry
+    from kforge.problems import builtin_problems, load_problem_file
+    from kforge.recipe import CORE_OPTIONS, apply_override
+    from kforge.runtime import protocol as P
+
+    raw: dict[str, Any] = {}
+    for o in overrides:
+        apply_override(raw, o)
+    if set(raw) - {"eval"}:
+        raise RecipeError("kforge eval only takes --set eval.KEY=VALUE")
+    ev = CORE_OPTIONS["eval"].resolve(raw.get("eval", {}), "eval", skip=())
+    path = Path(problem_ref)
+    if path.suffix == ".py" or path.exists():
+        problem = load_problem_file(path)
+    else:
+        by_id = {p.id: p for p in builtin_problems()}
+        if problem_ref not in by_id:
+            from kforge.options import close_match
+
+            raise RecipeError(f"unknown problem {problem_ref!r}.{close_match(problem_ref, by_id)} "
+                              f"Give a built-in id ({', '.join(sorted(by_id))}) or a problem file.")
+        problem = by_id[problem_ref]
+    be = get_registry().get("backends", backend)()
+    code = candidate.read_text()
+    executor = LocalExecutor(device=device, gpus=None, workers=1)
+
+    async def go() -> P.EvalResult:
+        static = be.static_check(code)
+        if static:
+            return P.EvalResult(request_id=code_hash(code), problem_id=problem.id, status=P.REJECTED,
+                                guard="static", error="; ".join(static))
+        try:
+            await executor.start()
+        except Exception as exc:  # noqa: BLE001
+            raise InfrastructureError(f"could not start the judge: {exc}") from exc
+        try:
+            kind = executor.device_info.get("device_kind")
+            shape_name = ("main" if kind == "cuda" else "small") if shape == "auto" else shape
+            req = P.EvalRequest(
+                request_id=code_hash(code), problem_id=problem.id, problem_source=problem.source,
+                candidate_source=code, backend=be.name, loader=be.runtime_loader, shape_name=shape_name,
+                shape=problem.shape(shape_name), dtype=problem.dtype,
+                atol=ev["atol"] if ev["atol"] is not None else problem.atol,
+                rtol=ev["rtol"] if ev["rtol"] is not None else problem.rtol,
+                trials=ev["trials"], warmup=ev["warmup"], min_samples=ev["min_samples"],
+                max_samples=ev["max_samples"], max_timing_s=ev["max_timing_s"], target_rel_se=ev["target_rel_se"],
+                flush_l2=ev["flush_l2"], compile_timeout_s=ev["compile_timeout_s"],
+                run_timeout_s=ev["run_timeout_s"], flops=problem.flops, bytes=problem.bytes)
+            return await executor.evaluate(req)
+        finally:
+            await executor.shutdown()
+
+    result = asyncio.run(go())
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), default=str))
+    else:
+        _print_result(result)
+    if result.status == P.INFRA_ERROR:
+        sys.exit(EXIT_INFRA)
+    sys.exit(EXIT_OK if result.status == P.CORRECT else EXIT_NONE_PASSED)
+
+
+def _print_result(result: Any) -> None:
+    from kforge.output import STATUS_STYLE, fmt_speedup
+
+    console = _stderr_console()
+    style = STATUS_STYLE.get(result.status, "")
+    console.print(f"[{style}]{result.status}[/] on {result.device} (shape: {result.shape_name})")
+    if result.error:
+        console.print(f"  [{result.guard}] {result.error}", markup=False)
+    if result.timing:
+        base = result.baseline_eager or {}
+        console.print(f"  candidate {result.timing['median_ms']:.4f} ms (p20 {result.timing['p20_ms']:.4f}, "
+                      f"p80 {result.timing['p80_ms']:.4f}, n={result.timing['n']}), eager "
+                      f"{base.get('median_ms', float('nan')):.4f} ms: speedup {fmt_speedup(result.speedup_vs_eager)}")
+        console.print(f"  timing: {result.timing_method}", markup=False)
+    if result.log_tail:
+        console.print("  candidate output (tail):", markup=False)
+        console.print(result.log_tail[-1500:], markup=False)
+
+
+# -- plugins --------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@_guard
+def plugins(as_json: bool) -> None:
+    """List every plugin with its version and what it registers."""
+    from kforge.plugins import SINGULAR, describe_plugins, get_registry
+
+    info = describe_plugins(get_registry())
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for p in info:
+        tag = "built-in" if p["builtin"] else "plugin"
+        click.echo(f"{p['name']} {p['version'] or ''} ({tag})")
+        for kind, items in p["registers"].items():
+            for item in items:
+                click.echo(f"  {SINGULAR[kind]}: {item['name']} - {item['description']}")
+                for opt in item["options"]:
+                    default = "" if opt["default"] is None else f" (default {opt['default']!r})"
+                    click.echo(f"      {opt['name']}: {opt['type']}{default} {opt['help']}")
+
+
+# -- problems -------------------------------------------------------------------------------------
+@cli.group()
+def problems() -> None:
+    """List and show problems."""
+
+
+@problems.command("list")
+@click.option("--source", default="builtin", show_default=True, help="'builtin' or a KernelBench file/directory.")
+@click.option("--json", "as_json", is_flag=True)
+@_guard
+def problems_list(source: str, as_json: bool) -> None:
+    """List problems (id, level, name, shapes)."""
+    probs = _load_source(source)
+    if as_json:
+        click.echo(json.dumps([p.summary() | {"source_code": None} for p in probs], indent=2))
+        return
+    for p in probs:
+        shapes = ", ".join(k for k in p.shapes if p.shapes[k])
+        click.echo(f"{p.id:<24} L{p.level if p.level is not None else '?'}  {p.name:<40} shapes: {shapes or 'main'}")
+
+
+@problems.command("show")
+@click.argument("problem_id")
+@click.option("--source", default="builtin", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@_guard
+def problems_show(problem_id: str, source: str, as_json: bool) -> None:
+    """Show one problem: metadata, shapes, FLOP and byte counts, and its source."""
+    from kforge.problems import select
+
+    (p,) = select(_load_source(source), [problem_id], None)
+    shapes = {name: {"values": p.shape(name), "flops": p.flops_at(name), "bytes": p.bytes_at(name)}
+              for name in ("main", "small") if p.has_shape(name)}
+    data = p.summary() | {"shape_detail": shapes, "solutions": {k: str(v) for k, v in p.solutions().items()},
+                          "source_code": p.source}
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    click.echo(f"{p.id}: {p.name} (level {p.level}, {p.dtype})")
+    for name, d in shapes.items():
+        flops = f"{d['flops']:.3g}" if d["flops"] else "?"
+        nbytes = f"{d['bytes']:.3g}" if d["bytes"] else "?"
+        click.echo(f"  {name}: {d['values']}  FLOPs {flops}, bytes {nbytes}")
+    for i, h in enumerate(p.shapes.get("heldout") or []):
+        click.echo(f"  heldout:{i}: {h}")
+    if data["solutions"]:
+        click.echo(f"  example solutions: {', '.join(data['solutions'])}")
+    click.echo("")
+    click.echo(p.source)
+
+
+def _load_source(source: str) -> list[Any]:
+    from kforge.problems import builtin_problems, load_problem_path
+
+    return builtin_problems() if source == "builtin" else load_problem_path(Path(source))
+
+
+def _add_plugin_commands() -> None:
+    try:
+        from kforge.plugins import get_registry
+
+        get_registry().pm.hook.register_commands(cli=cli)
+    except Exception as exc:  # noqa: BLE001 - a broken plugin must not break --help
+        click.echo(f"warning: plugin commands not loaded: {exc}", err=True)
+
+
+def main() -> None:
+    _add_plugin_commands()
+    cli(prog_name="kforge")

@@ -1,0 +1,304 @@
+"""The engine: asks the search, generates, judges, records, tells, as results arrive (no barrier)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import kforge
+from kforge import events as E
+from kforge.api import Candidate, Generation, Proposal, RunContext, code_hash
+from kforge.metrics import summarise_run
+from kforge.options import RecipeError
+from kforge.plugins import Registry, describe_plugins, get_registry
+from kforge.problems import Problem, select
+from kforge.recipe import Recipe
+from kforge.runtime import protocol as P
+from kforge.store import Store
+
+
+class InfrastructureError(Exception):
+    """The executor or machine failed (exit code 3)."""
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def new_run_dir(out: str | Path, name: str) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(out) / f"{name}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def load_problems(recipe: Recipe, registry: Registry) -> list[Problem]:
+    table = recipe.tables["problems"]
+    src = table["source"]
+    source_cls = registry.get("problem_sources", src if src in registry.names("problem_sources") else "path")
+    problems = source_cls().load(table)
+    problems = select(problems, table.get("ids"), table.get("level"))
+    if not problems:
+        raise RecipeError("the [problems] selection is empty")
+    return problems
+
+
+class Engine:
+    def __init__(self, recipe: Recipe, run_dir: Path | None = None, registry: Registry | None = None) -> None:
+        self.recipe = recipe
+        self.registry = registry or get_registry()
+        self.run_dir = run_dir or new_run_dir(recipe.tables["run"]["out"], recipe.name)
+        self.bus = E.EventBus()
+        self.stop_reason: str | None = None
+        self.problems = load_problems(recipe, self.registry)
+        self.problem_ids = [p.id for p in self.problems]
+        reg = self.registry
+        bname, bopts = recipe.plugin("backend")
+        self.backend = reg.get("backends", bname)(**bopts)
+        gname, gopts = recipe.plugin("generator")
+        self.generator = reg.get("generators", gname)(**gopts)
+        sname, sopts = recipe.plugin("search")
+        self.search = reg.get("searches", sname)(**sopts)
+        ename, eopts = recipe.plugin("executor")
+        self.executor = reg.get("executors", ename)(**eopts)
+        self.loggers = [cls() for cls in (reg.items.get("loggers", {})[n].impl for n in reg.names("loggers"))]
+        self.ctx = RunContext(seed=recipe.tables["run"]["seed"], problems=self.problems, backend=self.backend,
+                              recipe=recipe.to_dict(), run_dir=self.run_dir)
+        self.shape_name = "small"
+        self.results: list[dict[str, Any]] = []
+        self.best: dict[str, float] = {}
+        self.n_candidates = 0
+        self._cand_seq = 0
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._tags: dict[asyncio.Future[Any], tuple[str, Any]] = {}
+
+    def plan(self) -> dict[str, Any]:
+        t = self.recipe.tables
+        return {
+            "run": t["run"], "run_dir_parent": str(Path(t["run"]["out"]).resolve()),
+            "problems": [{"id": p.id, "name": p.name, "level": p.level} for p in self.problems],
+            "shapes": t["problems"]["shapes"], "backend": t["backend"], "generator": t["generator"],
+            "search": t["search"], "executor": {**t["executor"], **self.executor.describe()},
+            "eval": t["eval"], "budget": t["budget"],
+        }
+
+    def request_stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self.emit(E.make(E.BUDGET if reason.startswith("budget") else E.ERROR, reason=reason,
+                             message=f"stopping: {reason}"))
+        if reason == "interrupted":
+            for t in list(self._tasks):
+                t.cancel()
+
+    def emit(self, event: dict[str, Any]) -> None:
+        self.store.add_event(event)
+        self.bus.emit(event)
+
+    # ------------------------------------------------------------------------------------------
+    async def run(self) -> dict[str, Any]:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(self.run_dir, create=True)
+        (self.run_dir / "recipe.json").write_text(json.dumps(self.recipe.to_dict(), indent=2))
+        if self.recipe.path is not None:
+            (self.run_dir / "recipe.toml").write_text(self.recipe.path.read_text())
+        (self.run_dir / "candidates").mkdir(exist_ok=True)
+        self.store.set_meta("recipe", self.recipe.to_dict())
+        self.store.set_meta("name", self.recipe.name)
+        self.store.set_meta("status", "running")
+        self.store.set_meta("started", time.time())
+        for lg in self.loggers:
+            lg.setup(self.run_dir, self.recipe.to_dict())
+            self.bus.subscribe(lg.log)
+        self.emit(E.make(E.RUN_STARTED, run_dir=str(self.run_dir), name=self.recipe.name,
+                         problems=self.problem_ids, seed=self.ctx.seed))
+        started = time.monotonic()
+        try:
+            try:
+                await self.executor.start(self.run_dir / "logs")
+            except Exception as exc:  # noqa: BLE001
+                raise InfrastructureError(f"the {self.executor.name} executor failed to start: {exc}") from exc
+            info = getattr(self.executor, "device_info", {}) or {}
+            shapes = self.recipe.tables["problems"]["shapes"]
+            self.shape_name = ("main" if info.get("device_kind") == "cuda" else "small") if shapes == "auto" else shapes
+            self._write_provenance(info)
+            for p in self.problems:
+                self.store.add_problem(p.summary(), self.shape_name)
+            self.search.setup(self.ctx)
+            await self._loop(started)
+        finally:
+            for t in list(self._tasks):
+                t.cancel()
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.executor.shutdown()
+            await self.generator.aclose()
+        summary = summarise_run(self.results, self.problem_ids)
+        summary.update(run_dir=str(self.run_dir), stopped=self.stop_reason, shape=self.shape_name,
+                       device=(getattr(self.executor, "device_info", {}) or {}).get("device"),
+                       wall_s=round(time.monotonic() - started, 2))
+        busy = getattr(self.executor, "busy_fraction", lambda: None)()
+        if busy is not None:
+            summary["gpu_busy_fraction"] = round(busy, 3)
+        self.emit(E.make(E.SUMMARY, **summary))
+        self.store.set_meta("status", "interrupted" if self.stop_reason == "interrupted" else "finished")
+        self.store.set_meta("summary", summary)
+        self.emit(E.make(E.RUN_FINISHED, run_dir=str(self.run_dir), status=self.store.get_meta("status")))
+        for lg in self.loggers:
+            lg.close()
+        self.store.close()
+        return summary
+
+    def _write_provenance(self, info: dict[str, Any]) -> None:
+        prov = {"kforge": kforge.__version__, "git_sha": _git_sha(), "python": platform.python_version(),
+                "platform": platform.platform(), "argv": list(sys.argv), "device": info,
+                "plugins": [{"name": p["name"], "version": p["version"]} for p in describe_plugins(self.registry)],
+                "shape": self.shape_name, "executor": self.executor.describe()}
+        (self.run_dir / "provenance.json").write_text(json.dumps(prov, indent=2, default=str))
+        self.store.set_meta("provenance", prov)
+
+    def _budget_left(self, started: float) -> bool:
+        budget = self.recipe.tables["budget"]
+        if budget.get("candidates") is not None and self.n_candidates >= budget["candidates"]:
+            self.request_stop("budget: candidates")
+        if budget.get("wall_clock_s") is not None and time.monotonic() - started > budget["wall_clock_s"]:
+            self.request_stop("budget: wall_clock_s")
+        return self.stop_reason is None
+
+    async def _loop(self, started: float) -> None:
+        in_flight = 0
+        lookahead = max(self.executor.capacity, 1) * 2
+        while True:
+            while self._budget_left(started) and in_flight < lookahead and not self.search.done():
+                room = lookahead - in_flight
+                cap = self.recipe.tables["budget"].get("candidates")
+                if cap is not None:
+                    room = min(room, cap - self.n_candidates)
+                proposals = self.search.ask(room) if room > 0 else []
+                if not proposals:
+                    break
+                for p in proposals:
+                    self.store.add_proposal(p.to_dict())
+                    self.emit(E.make(E.PROPOSAL, proposal=p.id, problem=p.problem_id, step=p.step))
+                self.n_candidates += len(proposals)  # reserved; settled when the generation comes back
+                in_flight += len(proposals)
+                self._spawn(self._generate(proposals), ("gen", proposals))
+            if not self._tasks:
+                break
+            done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                self._tasks.discard(task)
+                kind, payload = self._tags.pop(task)
+                if task.cancelled():
+                    if kind == "eval":
+                        in_flight -= 1
+                    else:
+                        in_flight -= len(payload)
+                    continue
+                exc = task.exception()
+                if exc is not None:
+                    raise exc
+                if kind == "gen":
+                    for proposal, gen in task.result():
+                        if not self._accept(proposal, gen):
+                            in_flight -= 1
+                else:
+                    in_flight -= 1
+                    self._record(*task.result())
+
+    def _spawn(self, coro: Any, tag: tuple[str, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        self._tags[task] = tag
+
+    async def _generate(self, proposals: list[Proposal]) -> list[tuple[Proposal, Generation]]:
+        gens = await self.generator.generate(proposals, self.ctx)
+        by_id = {g.proposal_id: g for g in gens}
+        return [(p, by_id.get(p.id) or Generation(p.id, None, self.generator.name, error="no generation"))
+                for p in proposals]
+
+    def _accept(self, proposal: Proposal, gen: Generation) -> bool:
+        """Record a generation and submit it; False if nothing was submitted."""
+        if gen.code is None:
+            self.n_candidates -= 1  # the reservation is released
+            self.store.set_proposal_outcome(proposal.id, f"no candidate: {gen.error or 'generator had none'}")
+            self.search.tell(None, proposal, None)
+            return False
+        h = code_hash(gen.code)
+        dup = self.store.candidate_by_hash(proposal.problem_id, h)
+        if dup is not None:
+            self.n_candidates -= 1
+            self.store.set_proposal_outcome(proposal.id, f"duplicate of {dup['id']}")
+            self.search.tell(None, proposal, None)
+            return False
+        self._cand_seq += 1
+        cid = f"c{self._cand_seq:04d}"
+        cand = Candidate(id=cid, problem_id=proposal.problem_id, proposal_id=proposal.id, code=gen.code,
+                         code_hash=h, generator=gen.generator, label=gen.label, parent_id=proposal.parent_id)
+        self.store.add_candidate({**cand.__dict__, "model": gen.model, "tokens_in": gen.tokens_in,
+                                  "tokens_out": gen.tokens_out, "cost_usd": gen.cost_usd})
+        (self.run_dir / "candidates" / f"{cid}.py").write_text(gen.code)
+        self.store.set_proposal_outcome(proposal.id, f"candidate {cid}")
+        self.emit(E.make(E.CANDIDATE, candidate=cid, problem=proposal.problem_id, label=gen.label,
+                         generator=gen.generator, proposal=proposal.id))
+        problems = self.backend.static_check(gen.code)
+        if problems:
+            res = P.EvalResult(request_id=cid, problem_id=proposal.problem_id, status=P.REJECTED, guard="static",
+                               error="; ".join(problems))
+            self._record(cand, proposal, res)
+            return False
+        self._spawn(self._evaluate(cand, proposal), ("eval", cand))
+        return True
+
+    def _request(self, cand: Candidate) -> P.EvalRequest:
+        prob = self.ctx.problems_by_id[cand.problem_id]
+        ev = self.recipe.tables["eval"]
+        return P.EvalRequest(
+            request_id=cand.id, problem_id=prob.id, problem_source=prob.source, candidate_source=cand.code,
+            backend=self.backend.name, loader=self.backend.runtime_loader, shape_name=self.shape_name,
+            shape=prob.shape(self.shape_name), dtype=prob.dtype,
+            atol=ev["atol"] if ev["atol"] is not None else prob.atol,
+            rtol=ev["rtol"] if ev["rtol"] is not None else prob.rtol,
+            trials=ev["trials"], warmup=ev["warmup"], min_samples=ev["min_samples"], max_samples=ev["max_samples"],
+            max_timing_s=ev["max_timing_s"], target_rel_se=ev["target_rel_se"], flush_l2=ev["flush_l2"],
+            compile_timeout_s=ev["compile_timeout_s"], run_timeout_s=ev["run_timeout_s"],
+            init_seed=self.ctx.seed, flops=prob.flops, bytes=prob.bytes)
+
+    async def _evaluate(self, cand: Candidate, proposal: Proposal) -> tuple[Candidate, Proposal, P.EvalResult]:
+        result = await self.executor.evaluate(self._request(cand))
+        return cand, proposal, result
+
+    def _record(self, cand: Candidate, proposal: Proposal, result: P.EvalResult) -> None:
+        data = result.to_dict()
+        data["candidate_id"] = cand.id
+        self.store.add_result(cand.id, data)
+        self.results.append(data)
+        self.emit(E.make(E.RESULT, problem=cand.problem_id, candidate=cand.id, label=cand.label,
+                         status=result.status, speedup=result.speedup, device=result.device,
+                         device_kind=result.device_kind, guard=result.guard, error=result.error,
+                         time_ms=(result.timing or {}).get("median_ms"),
+                         baseline_ms=(result.baseline_eager or {}).get("median_ms"),
+                         roofline_fraction=result.roofline_fraction, timing_method=result.timing_method))
+        s = result.speedup
+        if s is not None and s > self.best.get(cand.problem_id, 0.0):
+            self.best[cand.problem_id] = s
+            self.emit(E.make(E.BEST_IMPROVED, problem=cand.problem_id, candidate=cand.id, speedup=s))
+        if result.status == P.INFRA_ERROR:
+            self.emit(E.make(E.ERROR, problem=cand.problem_id, candidate=cand.id, message=result.error))
+        self.search.tell(cand, proposal, result)
+        self.store.set_state("search", self.search.state_dict())

@@ -1,0 +1,114 @@
+"""Declared recipe options: each plugin lists the keys it accepts, with types, defaults and docs.
+
+The recipe validator checks a table against these declarations, so a wrong key or value gets a
+message naming the key path and what is allowed, and ``kforge plugins`` can list them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class RecipeError(Exception):
+    """A recipe (or an override) is wrong in a way the user must fix. Exit code 2."""
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+               list: "a list", dict: "a table"}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One recipe key of a plugin or of a core table."""
+
+    name: str
+    type: Any  # a type, or a tuple of types
+    default: Any = None
+    help: str = ""
+    choices: tuple[Any, ...] | None = None
+    required: bool = False
+    item_type: type | None = None  # for lists: the type of each item
+    minimum: float | None = None
+    is_path: bool = False  # resolved relative to the recipe file's folder
+
+    def type_name(self) -> str:
+        types = self.type if isinstance(self.type, tuple) else (self.type,)
+        names = [_TYPE_NAMES.get(t, t.__name__) for t in types]
+        if list in types and self.item_type is not None:
+            item = _TYPE_NAMES[self.item_type].split(" ", 1)[1]
+            names = [n if n != "a list" else f"a list of {item}s" for n in names]
+        return " or ".join(names)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type_name(), "default": self.default, "help": self.help,
+                "choices": list(self.choices) if self.choices else None, "required": self.required}
+
+    def check(self, value: Any, path: str) -> Any:
+        """Return the value coerced to the declared type, or raise RecipeError."""
+        types = self.type if isinstance(self.type, tuple) else (self.type,)
+        if value is None and not self.required:
+            return None
+        ok = False
+        for t in types:
+            if t is float and isinstance(value, int) and not isinstance(value, bool):
+                value, ok = float(value), True
+                break
+            if t is int and isinstance(value, bool):
+                continue
+            if isinstance(value, t):
+                ok = True
+                break
+        if not ok:
+            raise RecipeError(f"{path} must be {self.type_name()}, not {value!r}.")
+        if isinstance(value, list) and self.item_type is not None:
+            for i, item in enumerate(value):
+                if not isinstance(item, self.item_type) or (self.item_type is int and isinstance(item, bool)):
+                    raise RecipeError(f"{path}[{i}] must be {_TYPE_NAMES[self.item_type]}, not {item!r}.")
+        if self.choices is not None and value not in self.choices:
+            allowed = ", ".join(repr(c) for c in self.choices)
+            raise RecipeError(f"{path} is {value!r}; allowed: {allowed}.{_close(value, self.choices)}")
+        if self.minimum is not None and isinstance(value, (int, float)) and value < self.minimum:
+            raise RecipeError(f"{path} is {value!r}; it must be at least {self.minimum}.")
+        return value
+
+
+@dataclass
+class OptionSet:
+    """The options of one table (a plugin's or a core table's)."""
+
+    owner: str
+    options: tuple[Option, ...] = field(default_factory=tuple)
+
+    def resolve(self, table: dict[str, Any], path: str, skip: tuple[str, ...] = ("name",)) -> dict[str, Any]:
+        known = {o.name: o for o in self.options}
+        for key in table:
+            if key in skip:
+                continue
+            if key not in known:
+                allowed = ", ".join(sorted(known)) or "(no options)"
+                raise RecipeError(
+                    f"{path}.{key} is not an option of {self.owner}.{_close(key, list(known))} "
+                    f"Allowed keys: {allowed}.")
+        resolved: dict[str, Any] = {}
+        for name, opt in known.items():
+            if name in table:
+                resolved[name] = opt.check(table[name], f"{path}.{name}")
+            elif opt.required:
+                raise RecipeError(f"{path}.{name} is required by {self.owner}: {opt.help}")
+            else:
+                resolved[name] = opt.default
+        return resolved
+
+
+def _close(word: Any, candidates: Any) -> str:
+    if not isinstance(word, str):
+        return ""
+    match = difflib.get_close_matches(word, [str(c) for c in candidates], n=1, cutoff=0.6)
+    return f" Did you mean {match[0]!r}?" if match else ""
+
+
+def close_match(word: str, candidates: Any) -> str:
+    """' Did you mean X?' or ''."""
+    return _close(word, candidates)

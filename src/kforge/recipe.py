@@ -1,0 +1,161 @@
+"""Recipes: TOML files that say what to run. Validated against every plugin's declared options.
+
+Precedence: ``--set`` on the command line > ``KFORGE__TABLE__KEY`` environment variables > the
+recipe > defaults.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kforge.options import Option, OptionSet, RecipeError, close_match
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PLUGIN_TABLES = {"backend": "backends", "generator": "generators", "search": "searches", "executor": "executors"}
+DEFAULT_PLUGIN = {"backend": "triton", "generator": "replay", "search": "best-of-n", "executor": "local"}
+
+CORE_OPTIONS: dict[str, OptionSet] = {
+    "run": OptionSet("[run]", (
+        Option("name", str, None, "run name (default: the recipe file's name)"),
+        Option("seed", int, 0, "the run seed: every random choice derives from it"),
+        Option("out", str, "runs", "folder that holds run directories"),
+    )),
+    "problems": OptionSet("[problems]", (
+        Option("source", str, "builtin", "'builtin', or the path of a KernelBench-format file or directory"),
+        Option("ids", list, None, "problem ids to select (default: all)", item_type=str),
+        Option("level", int, None, "select problems of this level"),
+        Option("shapes", str, "auto", "'small' (CPU-sized), 'main' (GPU-sized) or 'auto' (small without a GPU)",
+               choices=("auto", "small", "main")),
+    )),
+    "eval": OptionSet("[eval]", (
+        Option("trials", int, 5, "correctness trials, each with fresh inputs (at least 5)", minimum=5),
+        Option("atol", float, None, "absolute tolerance (default from the dtype: fp32 1e-4, fp16/bf16 1e-2)"),
+        Option("rtol", float, None, "relative tolerance (default from the dtype)"),
+        Option("warmup", int, 3, "untimed warm-up calls", minimum=0),
+        Option("min_samples", int, 10, "fewest timed samples (0 skips timing)", minimum=0),
+        Option("max_samples", int, 100, "most timed samples", minimum=1),
+        Option("max_timing_s", float, 10.0, "time cap for timing one candidate"),
+        Option("target_rel_se", float, 0.005, "stop timing when the standard error is under this fraction of the median"),
+        Option("flush_l2", bool, True, "flush the L2 cache before each timed call (false: warm-cache timing)"),
+        Option("compile_timeout_s", float, 300.0, "timeout for loading/compiling one candidate"),
+        Option("run_timeout_s", float, 60.0, "timeout for one call of a candidate"),
+    )),
+    "budget": OptionSet("[budget]", (
+        Option("candidates", int, None, "most candidates to evaluate in the run", minimum=1),
+        Option("wall_clock_s", float, None, "stop the run after this many seconds"),
+    )),
+}
+ALL_TABLES = ("run", "problems", "backend", "generator", "search", "executor", "eval", "budget")
+
+
+@dataclass
+class Recipe:
+    path: Path | None
+    raw: dict[str, Any]
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def plugin(self, table: str) -> tuple[str, dict[str, Any]]:
+        t = dict(self.tables[table])
+        return t.pop("name"), t
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(self.tables)
+
+    @property
+    def name(self) -> str:
+        return str(self.tables["run"]["name"])
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: parsed as a TOML value, else taken as a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(raw: dict[str, Any], assignment: str, source: str = "--set") -> None:
+    if "=" not in assignment:
+        raise RecipeError(f"{source} {assignment!r}: expected key.path=value, e.g. eval.trials=7")
+    key, value = assignment.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if len(parts) < 2:
+        raise RecipeError(f"{source} {assignment!r}: the key must name a table and a key, e.g. eval.trials")
+    if parts[0] not in ALL_TABLES:
+        raise RecipeError(f"{source} {assignment!r}: unknown table [{parts[0]}].{close_match(parts[0], ALL_TABLES)}")
+    node = raw
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise RecipeError(f"{source} {assignment!r}: {p} is not a table")
+    node[parts[-1]] = parse_value(value.strip())
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | None = None, registry: Any = None,
+                env: dict[str, str] | None = None) -> Recipe:
+    """Read, override and validate a recipe. Raises RecipeError with a message that names the file."""
+    raw: dict[str, Any] = {}
+    rpath = Path(path) if path is not None else None
+    where = str(rpath) if rpath else "recipe"
+    if rpath is not None:
+        if not rpath.is_file():
+            raise RecipeError(f"recipe file {rpath} does not exist")
+        try:
+            raw = tomllib.loads(rpath.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise RecipeError(f"{rpath} is not valid TOML: {exc}") from exc
+    env = dict(os.environ) if env is None else env
+    for key in sorted(env):
+        if key.startswith("KFORGE__") and key.count("__") >= 2:
+            dotted = ".".join(p.lower() for p in key[len("KFORGE__"):].split("__"))
+            apply_override(raw, f"{dotted}={env[key]}", source=f"environment variable {key}")
+    for assignment in overrides or []:
+        apply_override(raw, assignment)
+    try:
+        return validate(raw, rpath, registry)
+    except RecipeError as exc:
+        raise RecipeError(f"{where}: {exc}") from None
+
+
+def validate(raw: dict[str, Any], path: Path | None, registry: Any = None) -> Recipe:
+    from kforge.plugins import get_registry
+
+    registry = registry or get_registry()
+    base = path.parent if path is not None else Path.cwd()
+    for table, value in raw.items():
+        if table not in ALL_TABLES:
+            raise RecipeError(f"unknown table [{table}].{close_match(table, ALL_TABLES)} "
+                              f"Allowed tables: {', '.join(ALL_TABLES)}.")
+        if not isinstance(value, dict):
+            raise RecipeError(f"{table} must be a table ([{table}]), not {value!r}")
+    tables: dict[str, dict[str, Any]] = {}
+    for table, optset in CORE_OPTIONS.items():
+        tables[table] = optset.resolve(raw.get(table, {}), table, skip=())
+    if tables["run"]["name"] is None:
+        tables["run"]["name"] = path.stem if path is not None else "run"
+    src = tables["problems"]["source"]
+    if src != "builtin" and src not in registry.names("problem_sources"):
+        tables["problems"]["source"] = str((base / src).resolve()) if not Path(src).is_absolute() else src
+    for table, kind in PLUGIN_TABLES.items():
+        given = dict(raw.get(table, {}))
+        name = given.get("name", DEFAULT_PLUGIN[table])
+        if not isinstance(name, str):
+            raise RecipeError(f"{table}.name must be a string, not {name!r}")
+        impl = registry.get(kind, name)
+        optset = OptionSet(f"{kind[:-1]} {name!r}", tuple(getattr(impl, "options", ())))
+        resolved = optset.resolve(given, table)
+        for opt in optset.options:
+            value = resolved.get(opt.name)
+            if opt.is_path and isinstance(value, str) and not Path(value).expanduser().is_absolute():
+                resolved[opt.name] = str((base / value).resolve())
+        tables[table] = {"name": name, **resolved}
+    return Recipe(path=path, raw=raw, tables=tables)

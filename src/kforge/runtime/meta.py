@@ -1,0 +1,49 @@
+"""Problem metadata that both the orchestrator and the judge read (standard library only)."""
+
+from __future__ import annotations
+
+import ast
+import math
+from typing import Any
+
+
+def problem_metadata(source: str) -> dict[str, Any]:
+    """The optional ``KFORGE = {...}`` literal of a problem file, or {}."""
+    tree = ast.parse(source)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "KFORGE" for t in node.targets):
+            value = ast.literal_eval(node.value)
+            return value if isinstance(value, dict) else {}
+    return {}
+
+
+def eval_expr(expr: Any, names: dict[str, Any]) -> float | None:
+    """Evaluate a FLOP/byte count: a number, or an arithmetic expression over shape names."""
+    if expr is None:
+        return None
+    if isinstance(expr, (int, float)):
+        return float(expr)
+    tree = ast.parse(str(expr), mode="eval")
+
+    def ev(node: ast.AST) -> float:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return float(node.value)
+        if isinstance(node, ast.Name) and isinstance(names.get(node.id), (int, float)):
+            return float(names[node.id])
+        if isinstance(node, ast.BinOp):
+            a, b = ev(node.left), ev(node.right)
+            ops = {ast.Add: a + b, ast.Sub: a - b, ast.Mult: a * b}
+            if type(node.op) in ops:
+                return ops[type(node.op)]
+            if isinstance(node.op, ast.Div):
+                return a / b
+            if isinstance(node.op, ast.Pow):
+                return a ** b
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -ev(node.operand)
+        raise ValueError(f"unsupported expression {ast.dump(node)[:80]}")
+
+    value = ev(tree)
+    return value if math.isfinite(value) else None

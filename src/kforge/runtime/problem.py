@@ -1,0 +1,145 @@
+"""Problems inside the judge: load a KernelBench-format source with a shape, draw inputs, compare."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import tempfile
+import types
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kforge.runtime.meta import eval_expr, problem_metadata  # noqa: F401 - re-exported
+from kforge.runtime.wire import Foreign
+
+DEFAULT_TOLERANCE = {"float32": 1e-4, "float64": 1e-7, "float16": 1e-2, "bfloat16": 1e-2}
+DISTRIBUTIONS = ("problem", "normal", "wide")
+
+_SRC_DIR = Path(tempfile.gettempdir()) / "kforge-problems"
+
+
+def load_problem_module(source: str, problem_id: str, shape: dict[str, Any]) -> types.ModuleType:
+    """Execute a problem's source as a module (from a real file, so ``inspect`` works) and apply a shape.
+
+    A shape's keys are the module-level constants that ``get_inputs()``/``get_init_inputs()`` read.
+    """
+    _SRC_DIR.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    path = _SRC_DIR / f"problem_{digest}.py"
+    if not path.exists():
+        path.write_text(source)
+    name = f"kforge_problem_{digest}"
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
+    sys.modules[name] = module
+    exec(compile(source, str(path), "exec"), module.__dict__)
+    for key, value in shape.items():
+        if key not in module.__dict__:
+            raise KeyError(f"shape sets {key!r}, which problem {problem_id} does not define at module level")
+        module.__dict__[key] = value
+    for attr in ("Model", "get_inputs", "get_init_inputs"):
+        if attr not in module.__dict__:
+            raise AttributeError(f"problem {problem_id} does not define {attr}")
+    return module
+
+
+def draw_inputs(module: types.ModuleType, seed: int, distribution: str, dtype: torch.dtype,
+                device: torch.device) -> list[Any]:
+    """Inputs for one trial: the problem's ``get_inputs()`` under ``seed``, then, for floating tensors,
+    values redrawn from ``distribution`` (same shapes): 'problem' keeps them, 'normal' is signed
+    standard normal, 'wide' spans magnitudes 1e-3..1e2 with random signs."""
+    torch.manual_seed(seed)
+    inputs = list(module.get_inputs())
+    gen = torch.Generator().manual_seed(seed ^ 0x5DEECE66D)
+    out: list[Any] = []
+    for x in inputs:
+        if isinstance(x, torch.Tensor) and x.is_floating_point():
+            x = x.detach()
+            if distribution == "normal":
+                x = torch.randn(x.shape, generator=gen, dtype=torch.float32)
+            elif distribution == "wide":
+                mag = torch.pow(10.0, torch.empty(x.shape).uniform_(-3.0, 2.0, generator=gen))
+                sign = torch.where(torch.rand(x.shape, generator=gen) < 0.5, -1.0, 1.0)
+                x = mag * sign
+            x = x.to(dtype=dtype, device=device)
+        elif isinstance(x, torch.Tensor):
+            x = x.to(device)
+        out.append(x)
+    return out
+
+
+def clone_inputs(inputs: list[Any]) -> list[Any]:
+    return [x.clone() if isinstance(x, torch.Tensor) else x for x in inputs]
+
+
+def flatten_outputs(out: Any) -> list[Any]:
+    if isinstance(out, (list, tuple)):
+        return list(out)
+    return [out]
+
+
+def all_finite(outputs: list[Any]) -> bool:
+    return all(not (isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all())
+               for t in outputs)
+
+
+class Mismatch(Exception):
+    def __init__(self, guard: str, message: str, max_abs: float | None = None, max_rel: float | None = None):
+        super().__init__(message)
+        self.guard, self.max_abs, self.max_rel = guard, max_abs, max_rel
+
+
+def compare(out: Any, ref: Any, atol: float, rtol: float, expect_device: str) -> tuple[float, float]:
+    """Raise Mismatch unless ``out`` matches ``ref``; return (max abs error, max relative error).
+
+    Besides elementwise allclose, the relative L2 error must be under ``rtol``: a candidate that
+    returns zeros fails even where every reference value is below ``atol``.
+    """
+    outs, refs = flatten_outputs(out), flatten_outputs(ref)
+    if len(outs) != len(refs):
+        raise Mismatch("output_structure", f"returned {len(outs)} outputs, expected {len(refs)}")
+    worst_abs = worst_rel = 0.0
+    for i, (o, r) in enumerate(zip(outs, refs)):
+        where = f"output {i}" if len(refs) > 1 else "output"
+        if isinstance(o, Foreign):
+            raise Mismatch("output_type", f"{where} is {o!r}, not a plain torch.Tensor")
+        if not isinstance(r, torch.Tensor):
+            if o != r:
+                raise Mismatch("tolerance", f"{where} is {o!r}, expected {r!r}")
+            continue
+        if not isinstance(o, torch.Tensor):
+            raise Mismatch("output_type", f"{where} is {type(o).__name__}, not a torch.Tensor")
+        if tuple(o.shape) != tuple(r.shape):
+            raise Mismatch("output_shape", f"{where} has shape {tuple(o.shape)}, expected {tuple(r.shape)}")
+        if o.dtype != r.dtype:
+            raise Mismatch("output_dtype", f"{where} has dtype {o.dtype}, expected {r.dtype}")
+        o = o.to(r.device)
+        if not r.is_floating_point():
+            if not torch.equal(o, r):
+                raise Mismatch("tolerance", f"{where} differs from the reference in {int((o != r).sum())} elements")
+            continue
+        o64, r64 = o.double(), r.double()
+        bad = ~torch.isfinite(o64) & torch.isfinite(r64)
+        if bool(bad.any()):
+            raise Mismatch("nonfinite", f"{where} has {int(bad.sum())} NaN/Inf values where the reference is finite")
+        diff = (o64 - r64).abs()
+        diff = torch.where(torch.isfinite(r64), diff, torch.zeros_like(diff))
+        max_abs = float(diff.max()) if diff.numel() else 0.0
+        denom = r64.abs().clamp_min(1e-12)
+        max_rel = float((diff / denom).max()) if diff.numel() else 0.0
+        worst_abs, worst_rel = max(worst_abs, max_abs), max(worst_rel, max_rel)
+        tol = atol + rtol * r64.abs()
+        over = diff > tol
+        if bool(over.any()):
+            n = int(over.sum())
+            raise Mismatch("tolerance", f"{where}: {n} of {diff.numel()} elements off by more than atol={atol:g}, "
+                           f"rtol={rtol:g} (max abs error {max_abs:.3g})", max_abs, max_rel)
+        finite = torch.isfinite(r64)
+        ref_norm = float(r64[finite].norm()) if diff.numel() else 0.0
+        err_norm = float(diff[finite].norm()) if diff.numel() else 0.0
+        if ref_norm > 0 and err_norm / ref_norm > rtol and err_norm > 0:
+            raise Mismatch("relative_error", f"{where}: relative L2 error {err_norm / ref_norm:.3g} exceeds {rtol:g}",
+                           max_abs, max_rel)
+    return worst_abs, worst_rel

@@ -1,0 +1,136 @@
+"""The sandbox: a child process that imports one untrusted candidate and runs it on request.
+
+It holds no reference outputs, no seeds and no statistics. It answers the judge's commands with raw
+data only (outputs, elapsed times), which the judge checks. Start it with
+``python -m kforge.runtime.sandbox READ_FD WRITE_FD PAYLOAD_DIR DEVICE``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import traceback
+from typing import Any
+
+
+def _error(phase: str, exc: BaseException) -> dict[str, Any]:
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {"ok": False, "phase": phase, "exc_type": f"{type(exc).__module__}.{type(exc).__name__}",
+            "error": f"{type(exc).__name__}: {exc}"[:4000], "traceback": tb[-8000:]}
+
+
+def _exit_with_parent() -> None:
+    """Die when the judge dies, even if the candidate is stuck in a loop: no orphaned hangs."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(70)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def main(argv: list[str]) -> int:
+    read_fd, write_fd, payload_dir, device_name = int(argv[0]), int(argv[1]), argv[2], argv[3]
+    sys.dont_write_bytecode = True
+    import torch
+
+    from kforge.runtime.timing import Timer
+    from kforge.runtime.wire import Channel, dtype_from_name
+
+    _exit_with_parent()
+    chan = Channel(read_fd, write_fd, payload_dir)
+    device = torch.device(device_name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.empty(1, device=device)  # create the context now, not inside a timed call
+    chan.send({"type": "ready", "pid": os.getpid(), "device": str(device)})
+
+    model = None
+    timer: Timer | None = None
+    time_sets: list[Any] = []
+    last_output: Any = None
+    while True:
+        try:
+            msg = chan.recv()
+        except (EOFError, OSError):
+            return 0
+        cmd = msg.get("cmd")
+        try:
+            if cmd == "exit":
+                return 0
+            if cmd == "ping":
+                chan.send({"ok": True})
+            elif cmd == "load":
+                try:
+                    spec = importlib.util.spec_from_file_location(msg["module_name"], msg["candidate_file"])
+                    assert spec is not None and spec.loader is not None
+                    module = importlib.util.module_from_spec(spec)
+                    sys.modules[msg["module_name"]] = module
+                    spec.loader.exec_module(module)
+                except BaseException as exc:  # noqa: BLE001 - any failure to import is the candidate's
+                    chan.send(_error("import", exc))
+                    continue
+                try:
+                    cls = module.ModelNew
+                    init = chan.decode(msg["init"])
+                    torch.manual_seed(int(msg["init_seed"]))
+                    model = cls(*init)
+                    if isinstance(model, torch.nn.Module):
+                        model = model.to(device)
+                        dtype = dtype_from_name(msg.get("dtype", "float32"))
+                        if dtype != torch.float32:
+                            model = model.to(dtype)
+                        model.eval()
+                except BaseException as exc:  # noqa: BLE001
+                    chan.send(_error("init", exc))
+                    continue
+                timer = Timer(device, flush_l2=bool(msg.get("flush_l2", True)))
+                chan.send({"ok": True})
+            elif cmd == "run":
+                assert model is not None, "load first"
+                inputs = chan.decode(msg["inputs"], device)
+                for nbytes in msg.get("poison", []):
+                    # Fill memory the allocator will hand out next with NaN bytes, so an output the
+                    # candidate never writes cannot hold anything that looks right.
+                    torch.empty(int(nbytes), dtype=torch.uint8, device=device).fill_(0xFF)
+                with torch.no_grad():
+                    out = model(*inputs)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                reply: dict[str, Any] = {"ok": True, "outputs": chan.encode(out)}
+                if msg.get("return_inputs"):
+                    reply["inputs_after"] = chan.encode(inputs)
+                chan.send(reply)
+                del out, inputs
+            elif cmd == "time_setup":
+                time_sets = chan.decode(msg["sets"], device)
+                chan.send({"ok": True})
+            elif cmd == "time":
+                assert model is not None and timer is not None
+                args = time_sets[int(msg["set"])]
+                with torch.no_grad():
+                    ms, out = timer.time_call(model, args)
+                reply = {"ok": True, "ms": ms}
+                if msg.get("return_output"):
+                    reply["output"] = chan.encode(out)
+                last_output = out
+                chan.send(reply)
+                del last_output
+            else:
+                chan.send({"ok": False, "phase": "protocol", "error": f"unknown command {cmd!r}"})
+        except BaseException as exc:  # noqa: BLE001 - report, keep serving; the judge decides
+            try:
+                chan.send(_error(str(cmd), exc))
+            except Exception:
+                return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

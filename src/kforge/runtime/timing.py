@@ -1,0 +1,82 @@
+"""Timing primitives shared by the judge (baseline) and the sandbox (candidate), and statistics.
+
+Statistics are only ever computed in the judge, from raw samples.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+
+class Timer:
+    """Times one call on a device. On CUDA: L2 flush outside the timed region, CUDA events around a
+    region that ends with a device-wide synchronisation (so work on any stream is counted). On the
+    CPU: perf_counter around the call."""
+
+    def __init__(self, device: torch.device, flush_l2: bool = True) -> None:
+        self.device = device
+        self.flush_buffer = None
+        if device.type == "cuda" and flush_l2:
+            props = torch.cuda.get_device_properties(device)
+            l2 = int(getattr(props, "L2_cache_size", 0) or 0) or (50 << 20)
+            # At least twice the L2, so nothing of the previous call survives in it.
+            self.flush_buffer = torch.empty(max(2 * l2, 64 << 20) // 4, dtype=torch.int32, device=device)
+
+    @property
+    def method(self) -> str:
+        if self.device.type == "cuda":
+            flush = "l2-flush(2x L2)" if self.flush_buffer is not None else "warm-cache"
+            return f"cuda-events+device-sync, {flush}"
+        return "cpu-wall-clock (perf_counter), Triton interpreter"
+
+    def time_call(self, fn: Callable[..., Any], args: Sequence[Any]) -> tuple[float, Any]:
+        if self.device.type == "cuda":
+            if self.flush_buffer is not None:
+                self.flush_buffer.zero_()
+            torch.cuda.synchronize(self.device)
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = fn(*args)
+            torch.cuda.synchronize(self.device)  # device-wide: side streams are counted
+            end.record()
+            end.synchronize()
+            return float(start.elapsed_time(end)), out
+        t0 = time.perf_counter()
+        out = fn(*args)
+        return (time.perf_counter() - t0) * 1e3, out
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def summarise(samples_ms: Sequence[float]) -> dict[str, Any]:
+    xs = sorted(float(x) for x in samples_ms)
+    n = len(xs)
+    if n == 0:
+        raise ValueError("no samples")
+    med = statistics.median(xs)
+    mean = statistics.fmean(xs)
+    sd = statistics.stdev(xs) if n > 1 else 0.0
+    # standard error of the median, approximated as 1.253 * sd / sqrt(n)
+    rel_se = (1.2533 * sd / math.sqrt(n)) / med if med > 0 else math.inf
+    return {
+        "median_ms": med, "p20_ms": _quantile(xs, 0.2), "p80_ms": _quantile(xs, 0.8), "mean_ms": mean,
+        "cv": sd / mean if mean > 0 else 0.0, "rel_se": rel_se, "n": n, "samples_ms": list(samples_ms),
+    }
+
+
+def _quantile(sorted_xs: Sequence[float], q: float) -> float:
+    if len(sorted_xs) == 1:
+        return sorted_xs[0]
+    pos = q * (len(sorted_xs) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_xs) - 1)
+    return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)

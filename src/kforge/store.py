@@ -1,0 +1,134 @@
+"""The run store: one SQLite database (WAL) per run directory, the single source of truth.
+
+Every proposal, candidate, result and event is written the moment it arrives; the live table,
+reports, the dashboard and resume all read from here.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+DB_NAME = "kforge.db"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS problems (
+    id TEXT PRIMARY KEY, name TEXT, level INTEGER, hash TEXT, shape_name TEXT, summary TEXT);
+CREATE TABLE IF NOT EXISTS proposals (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, problem_id TEXT NOT NULL,
+    step INTEGER, seed INTEGER, parent_id TEXT, params TEXT, created REAL, outcome TEXT);
+CREATE TABLE IF NOT EXISTS candidates (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, proposal_id TEXT NOT NULL,
+    problem_id TEXT NOT NULL, code TEXT NOT NULL, code_hash TEXT NOT NULL, generator TEXT, model TEXT,
+    label TEXT, parent_id TEXT, tokens_in INTEGER DEFAULT 0, tokens_out INTEGER DEFAULT 0,
+    cost_usd REAL DEFAULT 0, created REAL);
+CREATE INDEX IF NOT EXISTS candidates_hash ON candidates(problem_id, code_hash);
+CREATE TABLE IF NOT EXISTS results (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, candidate_id TEXT UNIQUE NOT NULL, problem_id TEXT NOT NULL,
+    status TEXT NOT NULL, speedup REAL, device TEXT, result TEXT NOT NULL, created REAL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, type TEXT NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class Store:
+    def __init__(self, run_dir: str | Path, create: bool = False) -> None:
+        self.run_dir = Path(run_dir)
+        path = self.run_dir / DB_NAME
+        if not create and not path.exists():
+            raise FileNotFoundError(f"{self.run_dir} is not a kforge run directory (no {DB_NAME})")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        if create:
+            self.db.executescript(_SCHEMA)
+            self.set_meta("schema_version", SCHEMA_VERSION)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- meta / state ---------------------------------------------------------------------------
+    def set_meta(self, key: str, value: Any) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_state(self, key: str, value: Any) -> None:
+        self.db.execute("INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    def get_state(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    # -- records --------------------------------------------------------------------------------
+    def add_problem(self, summary: dict[str, Any], shape_name: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO problems(id, name, level, hash, shape_name, summary) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (summary["id"], summary["name"], summary.get("level"), summary.get("hash"), shape_name,
+                         json.dumps(summary)))
+
+    def add_proposal(self, p: dict[str, Any]) -> None:
+        self.db.execute("INSERT OR IGNORE INTO proposals(id, problem_id, step, seed, parent_id, params, created) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (p["id"], p["problem_id"], p["step"], p["seed"], p.get("parent_id"),
+                         json.dumps(p.get("params", {})), time.time()))
+
+    def set_proposal_outcome(self, proposal_id: str, outcome: str) -> None:
+        self.db.execute("UPDATE proposals SET outcome = ? WHERE id = ?", (outcome, proposal_id))
+
+    def add_candidate(self, c: dict[str, Any]) -> None:
+        self.db.execute(
+            "INSERT OR IGNORE INTO candidates(id, proposal_id, problem_id, code, code_hash, generator, model, label, "
+            "parent_id, tokens_in, tokens_out, cost_usd, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (c["id"], c["proposal_id"], c["problem_id"], c["code"], c["code_hash"], c.get("generator"),
+             c.get("model"), c.get("label"), c.get("parent_id"), c.get("tokens_in", 0), c.get("tokens_out", 0),
+             c.get("cost_usd", 0.0), time.time()))
+
+    def add_result(self, candidate_id: str, result: dict[str, Any]) -> None:
+        self.db.execute("INSERT OR REPLACE INTO results(candidate_id, problem_id, status, speedup, device, result, "
+                        "created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (candidate_id, result["problem_id"], result["status"], result.get("speedup"),
+                         result.get("device"), json.dumps(result), time.time()))
+
+    def add_event(self, event: dict[str, Any]) -> None:
+        self.db.execute("INSERT INTO events(ts, type, data) VALUES (?, ?, ?)",
+                        (event.get("ts", time.time()), event["event"], json.dumps(event)))
+
+    # -- queries --------------------------------------------------------------------------------
+    def problems(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute("SELECT id, name, level, hash, shape_name FROM problems ORDER BY rowid")]
+
+    def candidates(self, problem_id: str | None = None) -> list[dict[str, Any]]:
+        q = ("SELECT c.*, r.status, r.speedup, r.result FROM candidates c LEFT JOIN results r "
+             "ON r.candidate_id = c.id")
+        args: tuple[Any, ...] = ()
+        if problem_id:
+            q += " WHERE c.problem_id = ?"
+            args = (problem_id,)
+        return [dict(r) for r in self.db.execute(q + " ORDER BY c.seq", args)]
+
+    def candidate_by_hash(self, problem_id: str, code_hash: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM candidates WHERE problem_id = ? AND code_hash = ? ORDER BY seq LIMIT 1",
+                              (problem_id, code_hash)).fetchone()
+        return dict(row) if row else None
+
+    def results(self) -> list[dict[str, Any]]:
+        return [json.loads(r[0]) | {"candidate_id": r[1]}
+                for r in self.db.execute("SELECT result, candidate_id FROM results ORDER BY seq")]
+
+    def proposals(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM proposals ORDER BY seq")]
+
+    def events(self, after_seq: int = 0) -> list[dict[str, Any]]:
+        return [json.loads(r[0]) | {"seq": r[1]}
+                for r in self.db.execute("SELECT data, seq FROM events WHERE seq > ? ORDER BY seq", (after_seq,))]
