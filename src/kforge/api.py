@@ -102,6 +102,8 @@ class RunContext:
         self.backend = backend
         self.recipe = recipe
         self.run_dir = run_dir
+        self.device: dict[str, Any] = {}  # the judge's device info, once the executor has started
+        self.shape_name = "small"
 
     def rng(self, component: str, *step: Any) -> random.Random:
         return rng_for(self.seed, component, *step)
@@ -168,12 +170,25 @@ class Executor(Plugin):
     """Judges EvalRequests somewhere and yields EvalResults as each finishes (no batch barrier)."""
 
     capacity: int = 1
+    device_info: dict[str, Any] = {}  # the device that judges (name, kind, versions), once started
 
-    async def start(self) -> None:  # noqa: B027 - optional hook
+    async def start(self, log_dir: Any = None) -> None:  # noqa: B027 - optional hook
         pass
 
-    def submit(self, requests: list[EvalRequest]) -> AsyncIterator[EvalResult]:
+    async def evaluate(self, request: EvalRequest) -> EvalResult:
+        """Judge one request; the engine runs up to ``capacity`` of these concurrently."""
         raise NotImplementedError
+
+    async def submit(self, requests: list[EvalRequest]) -> AsyncIterator[EvalResult]:
+        """Judge a batch, yielding each result as it finishes (completion order, no barrier)."""
+        import asyncio
+
+        tasks = [asyncio.ensure_future(self.evaluate(r)) for r in requests]
+        for fut in asyncio.as_completed(tasks):
+            yield await fut
+
+    def busy_fraction(self) -> float | None:
+        return None
 
     async def shutdown(self) -> None:  # noqa: B027 - optional hook
         pass

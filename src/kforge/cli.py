@@ -24,7 +24,8 @@ EXIT_OK, EXIT_NONE_PASSED, EXIT_USAGE, EXIT_INFRA, EXIT_INTERRUPTED = 0, 1, 2, 3
 def _stderr_console() -> Any:
     from rich.console import Console
 
-    return Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False)
+    return Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False,
+                   soft_wrap=True)
 
 
 def _fail(message: str, code: int) -> None:
@@ -107,7 +108,7 @@ def _execute(engine: Any, as_json: bool) -> int:
         live = LiveTable(engine.problem_ids, console, f"kforge: {engine.recipe.name}")
         engine.bus.subscribe(live)
     elif not as_json:
-        engine.bus.subscribe(PlainLines(console))
+        engine.bus.subscribe(PlainLines(console, engine.problem_ids, f"kforge: {engine.recipe.name}"))
         engine.bus.subscribe(lambda e: e["event"] == "run_started" and console.print(
             f"run directory: {e['run_dir']}", markup=False))
 

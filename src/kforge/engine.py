@@ -133,9 +133,10 @@ class Engine:
                 await self.executor.start(self.run_dir / "logs")
             except Exception as exc:  # noqa: BLE001
                 raise InfrastructureError(f"the {self.executor.name} executor failed to start: {exc}") from exc
-            info = getattr(self.executor, "device_info", {}) or {}
+            info = self.executor.device_info or {}
             shapes = self.recipe.tables["problems"]["shapes"]
             self.shape_name = ("main" if info.get("device_kind") == "cuda" else "small") if shapes == "auto" else shapes
+            self.ctx.device, self.ctx.shape_name = dict(info), self.shape_name
             self._write_provenance(info)
             for p in self.problems:
                 self.store.add_problem(p.summary(), self.shape_name)
@@ -148,21 +149,31 @@ class Engine:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
             await self.executor.shutdown()
             await self.generator.aclose()
+            if sys.exc_info()[0] is not None:  # the run failed: still close what holds files
+                self.store.set_meta("status", "failed")
+                self._close_loggers()
         summary = summarise_run(self.results, self.problem_ids)
         summary.update(run_dir=str(self.run_dir), stopped=self.stop_reason, shape=self.shape_name,
-                       device=(getattr(self.executor, "device_info", {}) or {}).get("device"),
+                       device=(self.executor.device_info or {}).get("device"),
                        wall_s=round(time.monotonic() - started, 2))
-        busy = getattr(self.executor, "busy_fraction", lambda: None)()
+        busy = self.executor.busy_fraction()
         if busy is not None:
             summary["gpu_busy_fraction"] = round(busy, 3)
         self.emit(E.make(E.SUMMARY, **summary))
         self.store.set_meta("status", "interrupted" if self.stop_reason == "interrupted" else "finished")
         self.store.set_meta("summary", summary)
         self.emit(E.make(E.RUN_FINISHED, run_dir=str(self.run_dir), status=self.store.get_meta("status")))
-        for lg in self.loggers:
-            lg.close()
+        self._close_loggers()
         self.store.close()
         return summary
+
+    def _close_loggers(self) -> None:
+        for lg in self.loggers:
+            try:
+                lg.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self.loggers = []
 
     def _write_provenance(self, info: dict[str, Any]) -> None:
         prov = {"kforge": kforge.__version__, "git_sha": _git_sha(), "python": platform.python_version(),

@@ -1,8 +1,9 @@
 """The whole public plugin contract of kforge.
 
 Each hook hands the plugin a ``register`` callback; call it once per implementation. Every
-implementation is a class (or object) with a unique ``name`` and an ``options`` tuple of
-:class:`kforge.options.Option` describing its recipe keys.
+implementation is a class with a unique ``name`` (per kind), a ``description`` and an ``options``
+tuple of :class:`kforge.options.Option` describing its recipe keys; kforge instantiates it with the
+resolved options as keyword arguments.
 """
 
 import pluggy

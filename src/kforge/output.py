@@ -106,11 +106,16 @@ class LiveTable:
 class PlainLines:
     """One line per result on stderr when not on a terminal (no spinners, no redraws)."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, problem_ids: list[str], title: str) -> None:
         self.console = console
+        self.rows = ProblemRows(problem_ids)
+        self.title = title
 
     def __call__(self, event: dict[str, Any]) -> None:
-        if event["event"] == "result":
+        self.rows.update(event)
+        if event["event"] == "summary":
+            self.console.print(self.rows.table(self.title))
+        elif event["event"] == "result":
             extra = f" speedup {fmt_speedup(event.get('speedup'))}" if event["status"] == "correct" else ""
             why = f" [{event.get('guard')}] {str(event.get('error') or '').splitlines()[0][:160]}" \
                 if event["status"] != "correct" and event.get("error") else ""

@@ -56,8 +56,12 @@ class Registry:
         table = self.items.get(kind, {})
         if name not in table:
             known = ", ".join(sorted(table)) or "(none)"
+            hint = "" if close_match(name, table) else (
+                " If it comes from a plugin, install that plugin (kforge plugins lists what is installed"
+                + ("; KFORGE_LOAD_PLUGINS is set and may filter it out" if "KFORGE_LOAD_PLUGINS" in os.environ
+                   else "") + ").")
             raise RecipeError(f"unknown {SINGULAR[kind]} {name!r}.{close_match(name, table)} "
-                              f"Installed: {known}.")
+                              f"Installed: {known}.{hint}")
         return table[name].impl
 
     def names(self, kind: str) -> list[str]:
@@ -68,9 +72,8 @@ _REGISTRY: Registry | None = None
 
 
 def _plugin_label(pm: pluggy.PluginManager, plugin: Any) -> str:
-    for plug, dist in pm.list_plugin_distinfo():
-        if plug is plugin:
-            return f"{dist.project_name}"
+    if id(plugin) in _DIST_OF:
+        return _DIST_OF[id(plugin)][0]
     return str(pm.get_name(plugin) or getattr(plugin, "__name__", repr(plugin)))
 
 
@@ -80,12 +83,12 @@ def _make_manager() -> pluggy.PluginManager:
     for modname in DEFAULT_PLUGINS:
         pm.register(importlib.import_module(modname), name=modname)
     allow = os.environ.get("KFORGE_LOAD_PLUGINS")
-    block = {b.strip() for b in os.environ.get("KFORGE_BLOCK_PLUGINS", "").split(",") if b.strip()}
+    block = _dist_names(os.environ.get("KFORGE_BLOCK_PLUGINS", ""))
     if allow is None:
-        _load_entrypoints(pm, lambda dist: dist not in block)
+        _load_entrypoints(pm, lambda dist: _norm(dist) not in block)
     elif allow.strip():
-        wanted = {a.strip() for a in allow.split(",") if a.strip()}
-        _load_entrypoints(pm, lambda dist: dist in wanted and dist not in block)
+        wanted = _dist_names(allow)
+        _load_entrypoints(pm, lambda dist: _norm(dist) in wanted and _norm(dist) not in block)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
@@ -101,18 +104,32 @@ def _make_manager() -> pluggy.PluginManager:
     return pm
 
 
+def _norm(name: str) -> str:
+    """Distribution names compare as packaging normalises them (kforge_example == kforge-example)."""
+    return name.strip().lower().replace("_", "-").replace(".", "-")
+
+
+def _dist_names(text: str) -> set[str]:
+    return {_norm(n) for n in text.split(",") if n.strip()}
+
+
 def _load_entrypoints(pm: pluggy.PluginManager, accept: Any) -> None:
     from importlib.metadata import entry_points
 
     for ep in entry_points(group="kforge"):
         dist = ep.dist.name if ep.dist is not None else ep.name
-        if not accept(dist):
-            pm.set_blocked(ep.name)
-    try:
-        pm.load_setuptools_entrypoints("kforge")
-    except Exception as exc:  # noqa: BLE001
-        raise PluginError(f"a kforge plugin failed to import: {type(exc).__name__}: {exc}. "
-                          "Set KFORGE_BLOCK_PLUGINS=<distribution> to skip it.") from exc
+        if not accept(dist) or pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # noqa: BLE001
+            raise PluginError(f"plugin {dist!r} (entry point {ep.name!r}) failed to import: "
+                              f"{type(exc).__name__}: {exc}. Set KFORGE_BLOCK_PLUGINS={dist} to skip it.") from exc
+        pm.register(plugin, name=ep.name)
+        _DIST_OF[id(plugin)] = (dist, ep.dist.version if ep.dist is not None else None)
+
+
+_DIST_OF: dict[int, tuple[str, str | None]] = {}
 
 
 def build_registry(pm: pluggy.PluginManager | None = None) -> Registry:
@@ -123,6 +140,8 @@ def build_registry(pm: pluggy.PluginManager | None = None) -> Registry:
         hook = getattr(pm.hook, f"register_{kind}")
         for impl in hook.get_hookimpls():
             label = _plugin_label(pm, impl.plugin)
+            # Called one implementation at a time (not through pm.hook) so each registration is
+            # credited to its plugin; argument pruning and tracing behave as pluggy's would.
 
             def register(obj: Any, _kind: str = kind, _label: str = label) -> None:
                 name = getattr(obj, "name", None)
@@ -134,7 +153,9 @@ def build_registry(pm: pluggy.PluginManager | None = None) -> Registry:
                                       f"{table[name].plugin} and {_label}")
                 table[name] = Registration(_kind, name, obj, _label)
 
-            impl.function(register=register)
+            if os.environ.get("KFORGE_TRACE_PLUGINS"):
+                print(f"[kforge plugins] register_{kind} -> {label}", file=sys.stderr)
+            impl.function(**{a: register for a in impl.argnames if a == "register"})
     return reg
 
 
@@ -169,8 +190,9 @@ def describe_plugins(reg: Registry) -> list[dict[str, Any]]:
         if name.startswith("kforge."):
             entry["builtin"], entry["version"] = True, kforge.__version__
         else:
+            known = [v for d, v in _DIST_OF.values() if d == name]
             try:
-                entry["version"] = version(name)
+                entry["version"] = known[0] if known else version(name)
             except PackageNotFoundError:
                 entry["version"] = None
         entry["hooks"] = sorted(entry["hooks"])

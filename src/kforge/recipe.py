@@ -151,7 +151,7 @@ def validate(raw: dict[str, Any], path: Path | None, registry: Any = None) -> Re
         if not isinstance(name, str):
             raise RecipeError(f"{table}.name must be a string, not {name!r}")
         impl = registry.get(kind, name)
-        optset = OptionSet(f"{kind[:-1]} {name!r}", tuple(getattr(impl, "options", ())))
+        optset = OptionSet(f"{table} {name!r}", tuple(getattr(impl, "options", ())))
         resolved = optset.resolve(given, table)
         for opt in optset.options:
             value = resolved.get(opt.name)

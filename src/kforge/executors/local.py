@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +122,7 @@ class LocalExecutor(Executor):
         self.idle: asyncio.Queue[JudgeWorker] | None = None
         self.started_at = 0.0
         self.log_dir: Path | None = None
+        self.device_info = {}
 
     def plan_devices(self) -> list[str | None]:
         device = self.config.get("device") or "auto"
@@ -139,7 +139,7 @@ class LocalExecutor(Executor):
                 "devices": ["cpu (Triton interpreter)" if d is None else f"cuda:{d}" for d in devices]}
 
 
-    async def start(self, log_dir: Path | None = None) -> None:
+    async def start(self, log_dir: Any = None) -> None:
         self.log_dir = log_dir
         if log_dir:
             log_dir.mkdir(parents=True, exist_ok=True)
@@ -148,14 +148,11 @@ class LocalExecutor(Executor):
                         for i, d in enumerate(devices)]
         await asyncio.gather(*(w.start() for w in self.workers))
         self.capacity = len(self.workers)
+        self.device_info = self.workers[0].info
         self.idle = asyncio.Queue()
         for w in self.workers:
             self.idle.put_nowait(w)
         self.started_at = time.perf_counter()
-
-    @property
-    def device_info(self) -> dict[str, Any]:
-        return self.workers[0].info if self.workers else {}
 
     async def evaluate(self, req: P.EvalRequest) -> P.EvalResult:
         assert self.idle is not None, "start() first"
@@ -188,11 +185,6 @@ class LocalExecutor(Executor):
             except Exception:  # noqa: BLE001
                 return
         self.idle.put_nowait(worker)
-
-    async def submit(self, requests: list[P.EvalRequest]) -> AsyncIterator[P.EvalResult]:
-        tasks = [asyncio.ensure_future(self.evaluate(r)) for r in requests]
-        for fut in asyncio.as_completed(tasks):
-            yield await fut
 
     def busy_fraction(self) -> float | None:
         if not self.workers or not self.started_at:

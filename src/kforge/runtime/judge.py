@@ -12,6 +12,7 @@ prints goes to stderr).
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import math
 import os
@@ -115,7 +116,9 @@ class Sandbox:
         try:
             if not self.chan.poll(timeout):
                 raise SandboxTimeout(f"no answer within {timeout:g} s")
-            return self.chan.recv()
+            reply = self.chan.recv()
+            self.chan.release()  # the sandbox has its own copies of what we shared by handle
+            return reply
         except (EOFError, OSError, ConnectionResetError) as exc:
             raise SandboxDied(self.describe_exit()) from exc
 
@@ -191,6 +194,15 @@ class Judge:
         self.keep_spare = keep_spare
         self._spare: Sandbox | None = Sandbox(self.device, self.root) if keep_spare else None
         self._sysrand = random.SystemRandom()
+        # Tensors shared with a sandbox by CUDA IPC live in their own memory pool, so the blocks a
+        # sandbox can map hold nothing but its inputs (never a reference output).
+        self._share_pool = torch.cuda.MemPool() if self.device.type == "cuda" and hasattr(torch.cuda, "MemPool") \
+            else None
+
+    def _shared_alloc(self) -> Any:
+        if self._share_pool is None:
+            return contextlib.nullcontext()
+        return torch.cuda.use_mem_pool(self._share_pool)
 
     def close(self) -> None:
         if self._spare is not None:
@@ -281,7 +293,8 @@ class Judge:
                 raise RuntimeError("the reference gives NaN/Inf on every input distribution")
             dist = dists[trial % len(dists)]
             seed = self._sysrand.getrandbits(63)
-            inputs = draw_inputs(module, seed, dist, dtype, dev)
+            with self._shared_alloc():
+                inputs = draw_inputs(module, seed, dist, dtype, dev)
             pristine = clone_inputs(inputs)
             with torch.no_grad():
                 ref_out = ref_model(*clone_inputs(inputs))
@@ -349,7 +362,8 @@ class Judge:
         timer = Timer(dev, flush_l2=req.flush_l2)
         res.timing_method = timer.method + ", interleaved baseline/candidate (A B A B)"
         n_sets = 3
-        sets = [draw_inputs(module, self._sysrand.getrandbits(63), "problem", dtype, dev) for _ in range(n_sets)]
+        with self._shared_alloc():
+            sets = [draw_inputs(module, self._sysrand.getrandbits(63), "problem", dtype, dev) for _ in range(n_sets)]
         with torch.no_grad():
             expected = [ref_model(*clone_inputs(s)) for s in sets]
         reply = sb.call({"cmd": "time_setup"}, timeout=req.run_timeout_s, tensors={"sets": sets})

@@ -51,17 +51,18 @@ def draw_inputs(module: types.ModuleType, seed: int, distribution: str, dtype: t
     values redrawn from ``distribution`` (same shapes): 'problem' keeps them, 'normal' is signed
     standard normal, 'wide' spans magnitudes 1e-3..1e2 with random signs."""
     torch.manual_seed(seed)
-    inputs = list(module.get_inputs())
-    gen = torch.Generator().manual_seed(seed ^ 0x5DEECE66D)
+    with device:  # factory calls in get_inputs() allocate on the device: no host round trip for big inputs
+        inputs = list(module.get_inputs())
+    gen = torch.Generator(device=device).manual_seed(seed ^ 0x5DEECE66D)
     out: list[Any] = []
     for x in inputs:
         if isinstance(x, torch.Tensor) and x.is_floating_point():
-            x = x.detach()
+            x = x.detach().to(device)
             if distribution == "normal":
-                x = torch.randn(x.shape, generator=gen, dtype=torch.float32)
+                x = torch.randn(x.shape, generator=gen, dtype=torch.float32, device=device)
             elif distribution == "wide":
-                mag = torch.pow(10.0, torch.empty(x.shape).uniform_(-3.0, 2.0, generator=gen))
-                sign = torch.where(torch.rand(x.shape, generator=gen) < 0.5, -1.0, 1.0)
+                mag = torch.pow(10.0, torch.empty(x.shape, device=device).uniform_(-3.0, 2.0, generator=gen))
+                sign = torch.where(torch.rand(x.shape, generator=gen, device=device) < 0.5, -1.0, 1.0)
                 x = mag * sign
             x = x.to(dtype=dtype, device=device)
         elif isinstance(x, torch.Tensor):

@@ -55,12 +55,12 @@ def main(argv: list[str]) -> int:
     model = None
     timer: Timer | None = None
     time_sets: list[Any] = []
-    last_output: Any = None
     while True:
         try:
             msg = chan.recv()
         except (EOFError, OSError):
             return 0
+        chan.release()  # the judge has copied what we shared with it by handle
         cmd = msg.get("cmd")
         try:
             if cmd == "exit":
@@ -120,9 +120,8 @@ def main(argv: list[str]) -> int:
                 reply = {"ok": True, "ms": ms}
                 if msg.get("return_output"):
                     reply["output"] = chan.encode(out)
-                last_output = out
                 chan.send(reply)
-                del last_output
+                del out
             else:
                 chan.send({"ok": False, "phase": "protocol", "error": f"unknown command {cmd!r}"})
         except BaseException as exc:  # noqa: BLE001 - report, keep serving; the judge decides

@@ -6,6 +6,7 @@ header, so a hostile sandbox can send wrong numbers but never code to the judge.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from pathlib import Path
@@ -29,13 +30,19 @@ def dtype_from_name(name: str) -> torch.dtype:
 class Channel:
     """One direction each way over raw pipe file descriptors, plus a folder for tensor payloads."""
 
-    def __init__(self, read_fd: int, write_fd: int, payload_dir: str | Path) -> None:
+    def __init__(self, read_fd: int, write_fd: int, payload_dir: str | Path, cuda_ipc: bool = True) -> None:
         from multiprocessing.connection import Connection
 
         self._rx = Connection(read_fd, writable=False)
         self._tx = Connection(write_fd, readable=False)
         self.payload_dir = Path(payload_dir)
         self._counter = 0
+        self.cuda_ipc = cuda_ipc
+        self._keep: list[torch.Tensor] = []  # CUDA tensors shared by handle: alive until the peer answers
+
+    def release(self) -> None:
+        """Drop CUDA tensors shared with the peer (call once the peer has answered)."""
+        self._keep.clear()
 
     def send(self, header: dict[str, Any], tensors: Any = None) -> None:
         if tensors is not None:
@@ -65,11 +72,13 @@ class Channel:
         if isinstance(obj, torch.Tensor):
             if type(obj) is not torch.Tensor and not isinstance(obj, torch.nn.Parameter):
                 return {"__kind__": "not_a_tensor", "type": type(obj).__name__}
+            if obj.dtype not in _NAMES:
+                return {"__kind__": "bad_dtype", "dtype": str(obj.dtype)}
+            if obj.is_cuda and self.cuda_ipc:
+                return self._encode_ipc(obj)
             self._counter += 1
             path = self.payload_dir / f"t{os.getpid()}_{self._counter}.bin"
             host = obj.detach()
-            if host.dtype not in _NAMES:
-                return {"__kind__": "bad_dtype", "dtype": str(host.dtype)}
             host = host.to("cpu").contiguous()
             raw = host.view(torch.uint8) if host.dim() > 0 and host.element_size() > 0 else host.reshape(1).view(torch.uint8)
             raw.numpy().tofile(path)
@@ -84,8 +93,42 @@ class Channel:
             return {"__kind__": "value", "value": obj}
         return {"__kind__": "unsupported", "type": type(obj).__name__}
 
+    def _encode_ipc(self, t: torch.Tensor) -> dict[str, Any]:
+        """A CUDA tensor by IPC handle: no copy through the host. The receiver clones it at once."""
+        t = t.detach()
+        storage = t._typed_storage()
+        (dev, handle, size_b, offset_b, rc_handle, rc_offset, ev_handle, ev_sync) = storage._share_cuda_()
+        self._keep.append(t)
+        b64 = lambda x: None if x is None else base64.b64encode(bytes(x)).decode()  # noqa: E731
+        return {"__kind__": "cuda_ipc", "dtype": _NAMES[t.dtype], "shape": list(t.shape), "stride": list(t.stride()),
+                "offset": int(t.storage_offset()), "device": int(dev), "handle": b64(handle),
+                "storage_bytes": int(size_b), "storage_offset_bytes": int(offset_b), "rc_handle": b64(rc_handle),
+                "rc_offset": int(rc_offset), "event_handle": b64(ev_handle), "event_sync": bool(ev_sync),
+                "contiguous": bool(t.is_contiguous())}
+
+    def _decode_ipc(self, obj: dict[str, Any], device: str | torch.device | None) -> torch.Tensor:
+        from torch.multiprocessing.reductions import rebuild_cuda_tensor
+
+        unb64 = lambda x: None if x is None else base64.b64decode(str(x))  # noqa: E731
+        dtype = dtype_from_name(str(obj["dtype"]))
+        view = rebuild_cuda_tensor(
+            torch.Tensor, torch.Size([int(s) for s in obj["shape"]]), tuple(int(s) for s in obj["stride"]),
+            int(obj["offset"]), torch.storage.TypedStorage, dtype, int(obj["device"]), unb64(obj["handle"]),
+            int(obj["storage_bytes"]), int(obj["storage_offset_bytes"]), False, unb64(obj["rc_handle"]),
+            int(obj["rc_offset"]), unb64(obj["event_handle"]), bool(obj["event_sync"]))
+        target = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
+        # An owned copy: the peer can't change it afterwards, and the peer's memory is released.
+        out = torch.empty_strided(view.shape, view.stride(), dtype=dtype, device=target) \
+            if obj.get("contiguous") is False else torch.empty(view.shape, dtype=dtype, device=target)
+        out.copy_(view)
+        torch.cuda.synchronize(target)
+        del view
+        return out
+
     def decode(self, obj: Any, device: str | torch.device | None = None) -> Any:
         kind = obj.get("__kind__") if isinstance(obj, dict) else None
+        if kind == "cuda_ipc":
+            return self._decode_ipc(obj, device)
         if kind == "tensor":
             name = str(obj["file"])
             if "/" in name or name.startswith("."):
