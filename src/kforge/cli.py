@@ -24,8 +24,11 @@ EXIT_OK, EXIT_NONE_PASSED, EXIT_USAGE, EXIT_INFRA, EXIT_INTERRUPTED = 0, 1, 2, 3
 def _stderr_console() -> Any:
     from rich.console import Console
 
-    return Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False,
-                   soft_wrap=True)
+    console = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False,
+                      soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 120  # logs and CI: wide enough for the table, no terminal to ask
+    return console
 
 
 def _fail(message: str, code: int) -> None:

@@ -18,6 +18,10 @@ KFORGE = {
             {"M": 4093, "K": 257, "N": 4097},
         ],
     },
+    # fp32 sums over K=4096 differ by up to ~2e-3 between correct summation orders
+    # (outputs ~ N(0, K)); 1e-2 still fails TF32/bf16 (errors ~0.1).
+    "atol": 1e-2,
+    "rtol": 1e-4,
     "flops": "2 * M * N * K",
     "bytes": "4 * (M * K + K * N + M * N)",
 }

@@ -17,6 +17,11 @@ KFORGE = {
             {"batch_size": 1000003, "dim": 97},
         ],
     },
+    # fp32 sums of 64K values differ between correct summation orders by up to ~4e-3 on the judge's
+    # wide-range inputs (magnitudes up to 1e2, measured on an H100); a dropped tail or a bf16
+    # accumulator errs by far more, and zeros still fail the relative-L2 check.
+    "atol": 1e-2,
+    "rtol": 1e-4,
     "flops": "batch_size * dim",
     "bytes": "4 * (batch_size * dim + batch_size)",
 }

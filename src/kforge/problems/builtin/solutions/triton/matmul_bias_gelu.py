@@ -28,9 +28,10 @@ def linear_bias_gelu_kernel(x_ptr, w_ptr, bias_ptr, y_ptr, M, N, K,
         k = k0 + offs_k
         a = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :] * stride_xk,
                     mask=(offs_m[:, None] < M) & (k[None, :] < K), other=0.0)
-        wt = tl.load(w_ptr + k[:, None] * stride_wk + offs_n[None, :] * stride_wn,
-                     mask=(k[:, None] < K) & (offs_n[None, :] < N), other=0.0)
-        acc = tl.dot(a, wt, acc, input_precision="ieee")
+        # (BLOCK_N, BLOCK_K) tile, contiguous along K as W is stored, transposed in registers.
+        w = tl.load(w_ptr + offs_n[:, None] * stride_wn + k[None, :] * stride_wk,
+                    mask=(offs_n[:, None] < N) & (k[None, :] < K), other=0.0)
+        acc = tl.dot(a, tl.trans(w), acc, input_precision="ieee")
     bias = tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0)
     acc = acc + bias[None, :]
     y = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))
