@@ -1,6 +1,5 @@
-# Hard crash: forward launches a correct kernel, then aborts its own process (SIGABRT, not an exception).
-import os
-
+# Demonstrates a crash: wrong index math reads ~1 GB past the input. The process dies (SIGSEGV in
+# Triton's CPU interpreter; an illegal memory access on a GPU) and the judge reports runtime_error.
 import torch
 import torch.nn as nn
 import triton
@@ -9,11 +8,12 @@ import triton.language as tl
 
 @triton.jit
 def relu_kernel(x_ptr, y_ptr, n_elements, BLOCK_SIZE: tl.constexpr):
-    pid = tl.program_id(0).to(tl.int64)
-    offs = pid * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
-    mask = offs < n_elements
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0)
-    tl.store(y_ptr + offs, tl.where(x > 0, x, 0.0), mask=mask)
+    pid = tl.program_id(0)
+    offsets = pid * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
+    mask = offsets < n_elements
+    # Bug: the offset is scaled by 2**28 elements instead of 1.
+    x = tl.load(x_ptr + offsets * 268435456, mask=mask)
+    tl.store(y_ptr + offsets, tl.maximum(x, 0.0), mask=mask)
 
 
 class ModelNew(nn.Module):
@@ -25,5 +25,4 @@ class ModelNew(nn.Module):
         y = torch.empty_like(x)
         n = x.numel()
         relu_kernel[(triton.cdiv(n, 1024),)](x, y, n, BLOCK_SIZE=1024)
-        os.abort()
         return y
