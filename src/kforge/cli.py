@@ -77,10 +77,14 @@ def cli() -> None:
 def run(recipe: Path, overrides: tuple[str, ...], as_json: bool, dry_run: bool, run_dir: Path | None) -> None:
     """Run RECIPE: generate candidates, judge them, stream a live speedup table."""
     from kforge.engine import Engine
+    from kforge.options import RecipeError
     from kforge.recipe import load_recipe
 
     rec = load_recipe(recipe, list(overrides))
-    engine = Engine(rec, run_dir=run_dir)
+    try:
+        engine = Engine(rec, run_dir=run_dir)
+    except RecipeError as exc:  # raised while building plugins and problems: still name the file
+        raise RecipeError(f"{recipe}: {exc}") from None
     if dry_run:
         plan = engine.plan()
         if as_json:
@@ -88,6 +92,30 @@ def run(recipe: Path, overrides: tuple[str, ...], as_json: bool, dry_run: bool, 
         else:
             _print_plan(plan)
         return
+    sys.exit(_execute(engine, as_json))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per event on stdout.")
+@_guard
+def resume(run_dir: Path, as_json: bool) -> None:
+    """Continue a run that was interrupted or killed, from its store.
+
+    Finished results are kept, unfinished evaluations and generations are redone, the search's
+    state and the budgets continue from where they were."""
+    from kforge.engine import Engine
+    from kforge.options import RecipeError
+    from kforge.recipe import validate
+    from kforge.store import DB_NAME
+
+    if not (run_dir / DB_NAME).is_file():
+        raise RecipeError(f"{run_dir} is not a kforge run directory (no {DB_NAME})")
+    try:
+        tables = json.loads((run_dir / "recipe.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise RecipeError(f"{run_dir}/recipe.json is missing or unreadable: {exc}") from exc
+    engine = Engine(validate(tables, None), run_dir=run_dir, resume=True)
     sys.exit(_execute(engine, as_json))
 
 
@@ -194,7 +222,7 @@ def eval_cmd(candidate: Path, problem_ref: str, backend: str, shape: str, device
         static = be.static_check(code)
         if static:
             return P.EvalResult(request_id=code_hash(code), problem_id=problem.id, status=P.REJECTED,
-                                guard="static", error="; ".join(static))
+                                guard="static", error="; ".join(static), device="static check (not run)")
         try:
             await executor.start()
         except Exception as exc:  # noqa: BLE001

@@ -59,7 +59,9 @@ def load_problems(recipe: Recipe, registry: Registry) -> list[Problem]:
 
 
 class Engine:
-    def __init__(self, recipe: Recipe, run_dir: Path | None = None, registry: Registry | None = None) -> None:
+    def __init__(self, recipe: Recipe, run_dir: Path | None = None, registry: Registry | None = None,
+                 resume: bool = False) -> None:
+        self.resume = resume
         self.recipe = recipe
         self.registry = registry or get_registry()
         self.run_dir = run_dir or new_run_dir(recipe.tables["run"]["out"], recipe.name)
@@ -93,9 +95,15 @@ class Engine:
             "run": t["run"], "run_dir_parent": str(Path(t["run"]["out"]).resolve()),
             "problems": [{"id": p.id, "name": p.name, "level": p.level} for p in self.problems],
             "shapes": t["problems"]["shapes"], "backend": t["backend"], "generator": t["generator"],
-            "search": t["search"], "executor": {**t["executor"], **self.executor.describe()},
+            "search": t["search"], "executor": {**t["executor"], **self._describe_executor()},
             "eval": t["eval"], "budget": t["budget"],
         }
+
+    def _describe_executor(self) -> dict[str, Any]:
+        try:
+            return {"plan": self.executor.describe()}
+        except Exception as exc:  # noqa: BLE001 - a dry run reports what it could not plan
+            return {"plan": f"unavailable: {exc}"}
 
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -112,27 +120,34 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------
     async def run(self) -> dict[str, Any]:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(self.run_dir, create=True)
-        (self.run_dir / "recipe.json").write_text(json.dumps(self.recipe.to_dict(), indent=2))
-        if self.recipe.path is not None:
-            (self.run_dir / "recipe.toml").write_text(self.recipe.path.read_text())
-        (self.run_dir / "candidates").mkdir(exist_ok=True)
-        self.store.set_meta("recipe", self.recipe.to_dict())
-        self.store.set_meta("name", self.recipe.name)
+        if self.resume:
+            self.store = Store(self.run_dir)
+        else:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.store = Store(self.run_dir, create=True)
+            (self.run_dir / "recipe.json").write_text(json.dumps(self.recipe.to_dict(), indent=2))
+            if self.recipe.path is not None:
+                (self.run_dir / "recipe.toml").write_text(self.recipe.path.read_text())
+            (self.run_dir / "candidates").mkdir(exist_ok=True)
+            self.store.set_meta("recipe", self.recipe.to_dict())
+            self.store.set_meta("name", self.recipe.name)
+            self.store.set_meta("started", time.time())
         self.store.set_meta("status", "running")
-        self.store.set_meta("started", time.time())
         for lg in self.loggers:
             lg.setup(self.run_dir, self.recipe.to_dict())
             self.bus.subscribe(lg.log)
         self.emit(E.make(E.RUN_STARTED, run_dir=str(self.run_dir), name=self.recipe.name,
-                         problems=self.problem_ids, seed=self.ctx.seed))
-        started = time.monotonic()
+                         problems=self.problem_ids, seed=self.ctx.seed, resumed=self.resume))
+        # the wall-clock budget counts the time the run already spent before a crash
+        started = time.monotonic() - float(self.store.get_meta("elapsed_s", 0.0) or 0.0)
         try:
             try:
                 await self.executor.start(self.run_dir / "logs")
             except Exception as exc:  # noqa: BLE001
-                raise InfrastructureError(f"the {self.executor.name} executor failed to start: {exc}") from exc
+                message = f"the {self.executor.name} executor failed to start: {type(exc).__name__}: {exc}"
+                self.emit(E.make(E.ERROR, reason="infrastructure", message=message))
+                self.emit(E.make(E.RUN_FINISHED, run_dir=str(self.run_dir), status="failed"))
+                raise InfrastructureError(message) from exc
             info = self.executor.device_info or {}
             shapes = self.recipe.tables["problems"]["shapes"]
             self.shape_name = ("main" if info.get("device_kind") == "cuda" else "small") if shapes == "auto" else shapes
@@ -141,6 +156,8 @@ class Engine:
             for p in self.problems:
                 self.store.add_problem(p.summary(), self.shape_name)
             self.search.setup(self.ctx)
+            if self.resume:
+                self._restore()
             await self._loop(started)
         finally:
             for t in list(self._tasks):
@@ -158,7 +175,8 @@ class Engine:
                        wall_s=round(time.monotonic() - started, 2))
         busy = self.executor.busy_fraction()
         if busy is not None:
-            summary["gpu_busy_fraction"] = round(busy, 3)
+            key = "gpu_busy_fraction" if self.ctx.device.get("device_kind") == "cuda" else "judge_busy_fraction"
+            summary[key] = round(busy, 3)
         self.emit(E.make(E.SUMMARY, **summary))
         self.store.set_meta("status", "interrupted" if self.stop_reason == "interrupted" else "finished")
         self.store.set_meta("summary", summary)
@@ -191,8 +209,39 @@ class Engine:
             self.request_stop("budget: wall_clock_s")
         return self.stop_reason is None
 
+    def _restore(self) -> None:
+        """Continue a run from its store: the search's state, then every unfinished step again."""
+        state = self.store.get_state("search")
+        if state is not None:
+            self.search.load_state_dict(state)
+        cands = self.store.candidates()
+        self._cand_seq = max((int(c["id"][1:]) for c in cands if c["id"][1:].isdigit()), default=0)
+        self.results = self.store.results()
+        for r in self.results:
+            s = r.get("speedup")
+            if s is not None and s > self.best.get(r["problem_id"], 0.0):
+                self.best[r["problem_id"]] = s
+        proposals = {p["id"]: p for p in self.store.proposals()}
+
+        def as_proposal(row: dict[str, Any]) -> Proposal:
+            return Proposal(id=row["id"], problem_id=row["problem_id"], step=row["step"], seed=row["seed"],
+                            parent_id=row["parent_id"], params=json.loads(row["params"] or "{}"))
+
+        regenerate = [as_proposal(p) for p in proposals.values() if p["outcome"] is None]
+        reevaluate = [(Candidate(id=c["id"], problem_id=c["problem_id"], proposal_id=c["proposal_id"], code=c["code"],
+                                 code_hash=c["code_hash"], generator=c["generator"], label=c["label"],
+                                 parent_id=c["parent_id"]), as_proposal(proposals[c["proposal_id"]]))
+                      for c in cands if c["status"] is None and c["proposal_id"] in proposals]
+        self.n_candidates = len(cands) + len(regenerate)
+        if regenerate:
+            self._spawn(self._generate(regenerate), ("gen", regenerate))
+        for cand, prop in reevaluate:
+            self._spawn(self._evaluate(cand, prop), ("eval", cand))
+        self.emit(E.make(E.BUDGET, message=f"resumed: {len(self.results)} results kept, {len(reevaluate)} "
+                         f"evaluations and {len(regenerate)} generations to redo", reason="resumed"))
+
     async def _loop(self, started: float) -> None:
-        in_flight = 0
+        in_flight = sum(len(tag[1]) if tag[0] == "gen" else 1 for tag in self._tags.values())
         lookahead = max(self.executor.capacity, 1) * 2
         while True:
             while self._budget_left(started) and in_flight < lookahead and not self.search.done():
@@ -200,12 +249,14 @@ class Engine:
                 cap = self.recipe.tables["budget"].get("candidates")
                 if cap is not None:
                     room = min(room, cap - self.n_candidates)
-                proposals = self.search.ask(room) if room > 0 else []
+                with self.store.transaction():
+                    proposals = self.search.ask(room) if room > 0 else []
+                    for p in proposals:
+                        self.store.add_proposal(p.to_dict())
+                        self.emit(E.make(E.PROPOSAL, proposal=p.id, problem=p.problem_id, step=p.step))
+                    self.store.set_state("search", self.search.state_dict())
                 if not proposals:
                     break
-                for p in proposals:
-                    self.store.add_proposal(p.to_dict())
-                    self.emit(E.make(E.PROPOSAL, proposal=p.id, problem=p.problem_id, step=p.step))
                 self.n_candidates += len(proposals)  # reserved; settled when the generation comes back
                 in_flight += len(proposals)
                 self._spawn(self._generate(proposals), ("gen", proposals))
@@ -226,11 +277,15 @@ class Engine:
                     raise exc
                 if kind == "gen":
                     for proposal, gen in task.result():
-                        if not self._accept(proposal, gen):
+                        with self.store.transaction():
+                            submitted = self._accept(proposal, gen)
+                        if not submitted:
                             in_flight -= 1
                 else:
                     in_flight -= 1
-                    self._record(*task.result())
+                    with self.store.transaction():
+                        self._record(*task.result())
+                        self.store.set_meta("elapsed_s", round(time.monotonic() - started, 3))
 
     def _spawn(self, coro: Any, tag: tuple[str, Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -249,13 +304,20 @@ class Engine:
             self.n_candidates -= 1  # the reservation is released
             self.store.set_proposal_outcome(proposal.id, f"no candidate: {gen.error or 'generator had none'}")
             self.search.tell(None, proposal, None)
+            self.store.set_state("search", self.search.state_dict())
             return False
         h = code_hash(gen.code)
         dup = self.store.candidate_by_hash(proposal.problem_id, h)
         if dup is not None:
             self.n_candidates -= 1
             self.store.set_proposal_outcome(proposal.id, f"duplicate of {dup['id']}")
-            self.search.tell(None, proposal, None)
+            self.emit(E.make(E.CANDIDATE, candidate=dup["id"], problem=proposal.problem_id, label=gen.label,
+                             generator=gen.generator, proposal=proposal.id, duplicate=True))
+            original = Candidate(id=dup["id"], problem_id=dup["problem_id"], proposal_id=dup["proposal_id"],
+                                 code=dup["code"], code_hash=dup["code_hash"], generator=dup["generator"],
+                                 label=dup["label"], parent_id=dup["parent_id"])
+            self.search.tell(original, proposal, None)  # a duplicate: never judged twice
+            self.store.set_state("search", self.search.state_dict())
             return False
         self._cand_seq += 1
         cid = f"c{self._cand_seq:04d}"

@@ -43,11 +43,11 @@ CORE_OPTIONS: dict[str, OptionSet] = {
         Option("warmup", int, 3, "untimed warm-up calls", minimum=0),
         Option("min_samples", int, 10, "fewest timed samples (0 skips timing)", minimum=0),
         Option("max_samples", int, 100, "most timed samples", minimum=1),
-        Option("max_timing_s", float, 10.0, "time cap for timing one candidate"),
+        Option("max_timing_s", float, 10.0, "time cap for timing one candidate", minimum=0),
         Option("target_rel_se", float, 0.005, "stop timing when the standard error is under this fraction of the median"),
         Option("flush_l2", bool, True, "flush the L2 cache before each timed call (false: warm-cache timing)"),
-        Option("compile_timeout_s", float, 300.0, "timeout for loading/compiling one candidate"),
-        Option("run_timeout_s", float, 60.0, "timeout for one call of a candidate"),
+        Option("compile_timeout_s", float, 300.0, "timeout for loading/compiling one candidate", minimum=1),
+        Option("run_timeout_s", float, 60.0, "timeout for one call of a candidate", minimum=1),
     )),
     "budget": OptionSet("[budget]", (
         Option("candidates", int, None, "most candidates to evaluate in the run", minimum=1),
@@ -144,18 +144,23 @@ def validate(raw: dict[str, Any], path: Path | None, registry: Any = None) -> Re
         tables["run"]["name"] = path.stem if path is not None else "run"
     src = tables["problems"]["source"]
     if src != "builtin" and src not in registry.names("problem_sources"):
-        tables["problems"]["source"] = str((base / src).resolve()) if not Path(src).is_absolute() else src
+        src_path = Path(src).expanduser()
+        tables["problems"]["source"] = str(src_path if src_path.is_absolute() else (base / src_path).resolve())
     for table, kind in PLUGIN_TABLES.items():
         given = dict(raw.get(table, {}))
         name = given.get("name", DEFAULT_PLUGIN[table])
         if not isinstance(name, str):
             raise RecipeError(f"{table}.name must be a string, not {name!r}")
-        impl = registry.get(kind, name)
+        try:
+            impl = registry.get(kind, name)
+        except RecipeError as exc:
+            raise RecipeError(f"{table}.name: {exc}") from None
         optset = OptionSet(f"{table} {name!r}", tuple(getattr(impl, "options", ())))
         resolved = optset.resolve(given, table)
         for opt in optset.options:
             value = resolved.get(opt.name)
-            if opt.is_path and isinstance(value, str) and not Path(value).expanduser().is_absolute():
-                resolved[opt.name] = str((base / value).resolve())
+            if opt.is_path and isinstance(value, str):
+                p = Path(value).expanduser()
+                resolved[opt.name] = str(p if p.is_absolute() else (base / p).resolve())
         tables[table] = {"name": name, **resolved}
     return Recipe(path=path, raw=raw, tables=tables)

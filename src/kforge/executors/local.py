@@ -157,8 +157,10 @@ class LocalExecutor(Executor):
     async def evaluate(self, req: P.EvalRequest) -> P.EvalResult:
         assert self.idle is not None, "start() first"
         worker = await self.idle.get()
-        limit = (req.compile_timeout_s + req.run_timeout_s * (req.trials + 4 + req.warmup)
-                 + req.max_timing_s * 2 + 120)
+        # The judge enforces every per-call timeout itself; this outer limit only catches a judge that
+        # stopped answering, so it bounds the sum of those timeouts (2 calls per timing round + 1 over).
+        limit = (req.compile_timeout_s + req.run_timeout_s * (2 * req.trials + req.warmup + 8)
+                 + req.max_timing_s + 2 * req.run_timeout_s + 300)
         try:
             result = await worker.evaluate(req, timeout=limit)
         except asyncio.CancelledError:

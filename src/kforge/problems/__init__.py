@@ -175,7 +175,7 @@ def select(problems: list[Problem], ids: list[str] | None, level: int | None) ->
             from kforge.options import close_match
 
             hint = close_match(missing[0], by_id)
-            raise RecipeError(f"unknown problem id(s) {', '.join(map(repr, missing))}.{hint} "
+            raise RecipeError(f"problems.ids: unknown problem id(s) {', '.join(map(repr, missing))}.{hint} "
                               f"Known: {', '.join(sorted(by_id))}.")
         problems = [by_id[i] for i in ids]
     return problems

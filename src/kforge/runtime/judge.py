@@ -48,6 +48,10 @@ from kforge.runtime.wire import Channel, dtype_from_name
 
 HARNESS_VERSION = "kforge-judge/1"
 LOG_TAIL_BYTES = 64 << 10
+# The wall-clock cross-check: host time around a timed call, less the IPC round trip, may exceed the
+# reported time by this much (L2 flush, synchronisations, launch) before the timer is disbelieved.
+WALL_SLACK_MS = 0.25
+WALL_SLACK_FRACTION = 0.15
 _COMPILE_EXC = ("SyntaxError", "IndentationError", "CompilationError", "CalledProcessError")
 
 
@@ -57,6 +61,10 @@ class SandboxDied(Exception):
 
 class SandboxTimeout(Exception):
     pass
+
+
+class SandboxProtocolError(Exception):
+    """The sandbox answered with something malformed: the candidate's doing, not kforge's."""
 
 
 class Sandbox:
@@ -231,6 +239,8 @@ class Judge:
             res.status, res.guard, res.error = P.TIMEOUT, res.guard or "timeout", f"{res.error or 'timed out'}: {exc}"
         except SandboxDied as exc:
             res.status, res.guard, res.error = P.RUNTIME_ERROR, "crash", str(exc)
+        except SandboxProtocolError as exc:
+            res.status, res.guard, res.error = P.RUNTIME_ERROR, "protocol", f"malformed answer from the sandbox: {exc}"
         except Exception as exc:  # noqa: BLE001 - a failure of the judge itself is an infra error
             res.status, res.error = P.INFRA_ERROR, f"judge error: {type(exc).__name__}: {exc}"
         finally:
@@ -243,6 +253,12 @@ class Judge:
                 torch.cuda.empty_cache()
         res.durations_s["total"] = round(time.perf_counter() - t_start, 4)
         return res
+
+    def _decode(self, sb: Sandbox, payload: Any) -> Any:
+        try:
+            return sb.chan.decode(payload, self.device)
+        except Exception as exc:  # noqa: BLE001 - whatever the sandbox sent, it is not the judge's fault
+            raise SandboxProtocolError(f"{type(exc).__name__}: {exc}") from exc
 
     def _evaluate(self, req: P.EvalRequest, res: P.EvalResult, sb: Sandbox) -> None:
         dev = self.device
@@ -313,11 +329,14 @@ class Judge:
                 reply = sb.call({"cmd": "run", "poison": poison, "return_inputs": True},
                                 timeout=req.run_timeout_s, tensors={"inputs": inputs})
                 if not reply.get("ok"):
-                    res.status, res.guard, res.error = P.RUNTIME_ERROR, "exception", _excerpt(reply)
+                    compile_like = any(str(reply.get("exc_type", "")).endswith(n) for n in _COMPILE_EXC)
+                    res.status = P.COMPILE_ERROR if compile_like else P.RUNTIME_ERROR
+                    res.guard = "compile" if compile_like else "exception"
+                    res.error = _excerpt(reply)
                     res.trials_run = trial + 1
                     return
-                outs.append(sb.chan.decode(reply["outputs"], dev))
-                after = sb.chan.decode(reply["inputs_after"], dev)
+                outs.append(self._decode(sb, reply.get("outputs")))
+                after = self._decode(sb, reply.get("inputs_after"))
                 for i, (a, b) in enumerate(zip(after, pristine)):
                     if isinstance(b, torch.Tensor) and (not isinstance(a, torch.Tensor) or a.shape != b.shape
                                                         or not torch.equal(a.to(b.device), b)):
@@ -364,13 +383,12 @@ class Judge:
         n_sets = 3
         with self._shared_alloc():
             sets = [draw_inputs(module, self._sysrand.getrandbits(63), "problem", dtype, dev) for _ in range(n_sets)]
-        with torch.no_grad():
-            expected = [ref_model(*clone_inputs(s)) for s in sets]
+        ref_sets = [clone_inputs(s) for s in sets]  # the baseline's own copies, before the sandbox sees any
         reply = sb.call({"cmd": "time_setup"}, timeout=req.run_timeout_s, tensors={"sets": sets})
+        del sets
         if not reply.get("ok"):
             res.status, res.guard, res.error = P.RUNTIME_ERROR, "exception", _excerpt(reply)
             return
-        ref_sets = [clone_inputs(s) for s in sets]
         for w in range(max(req.warmup, 1)):
             with torch.no_grad():
                 timer.time_call(ref_model, ref_sets[w % n_sets])
@@ -392,8 +410,18 @@ class Judge:
         i = 0
         while True:
             s = i % n_sets
+            # Fresh values every round, written into the same buffers (same pointers): a candidate
+            # that caches by pointer, shape or value returns a stale answer, which the sampled checks see.
+            with self._shared_alloc():
+                fresh = draw_inputs(module, self._sysrand.getrandbits(63), "problem", dtype, dev)
+            ref_sets[s] = clone_inputs(fresh)
+            reply = sb.call({"cmd": "refresh", "set": s}, timeout=req.run_timeout_s, tensors={"inputs": fresh})
+            del fresh
+            if not reply.get("ok"):
+                res.status, res.guard, res.error = P.RUNTIME_ERROR, "exception", _excerpt(reply)
+                return
             with torch.no_grad():
-                a, _ = timer.time_call(ref_model, ref_sets[s])
+                a, ref_out = timer.time_call(ref_model, ref_sets[s])
             check = i % 5 == 0
             w0 = time.perf_counter()
             reply = sb.call({"cmd": "time", "set": s, "return_output": check}, timeout=req.run_timeout_s)
@@ -411,11 +439,12 @@ class Judge:
                 return
             if check:
                 try:
-                    compare(sb.chan.decode(reply["output"], dev), expected[s], atol, rtol, dev.type)
+                    compare(self._decode(sb, reply.get("output")), ref_out, atol, rtol, dev.type)
                 except Mismatch as exc:
                     res.status, res.guard = P.INCORRECT, "timed_output"
-                    res.error = f"an output checked during timing was wrong: {exc}"
+                    res.error = f"an output checked during timing (fresh inputs, round {i + 1}) was wrong: {exc}"
                     return
+            del ref_out
             base_ms.append(a)
             cand_ms.append(float(b))
             wall_ms.append(wall)
@@ -432,7 +461,8 @@ class Judge:
         # by the reported device time (a patched timer reports far less than really elapsed).
         med_wall = sorted(wall_ms)[len(wall_ms) // 2]
         unexplained = med_wall - ping_ms - cand["median_ms"]
-        if unexplained > max(1.0, cand["median_ms"] + 0.5):
+        cand["wall_median_ms"], cand["ipc_round_trip_ms"] = med_wall, ping_ms
+        if unexplained > WALL_SLACK_MS + WALL_SLACK_FRACTION * cand["median_ms"]:
             res.status, res.guard = P.REJECTED, "timer"
             res.error = (f"reported median {cand['median_ms']:.3f} ms but the judge saw {med_wall:.3f} ms by wall "
                          f"clock (IPC round trip {ping_ms:.3f} ms): the timer was tampered with or work escaped it")

@@ -128,7 +128,7 @@ def compare(out: Any, ref: Any, atol: float, rtol: float, expect_device: str) ->
         diff = (o64 - r64).abs()
         diff = torch.where(torch.isfinite(r64), diff, torch.zeros_like(diff))
         max_abs = float(diff.max()) if diff.numel() else 0.0
-        denom = r64.abs().clamp_min(1e-12)
+        denom = r64.abs().clamp_min(max(atol, 1e-12))
         max_rel = float((diff / denom).max()) if diff.numel() else 0.0
         worst_abs, worst_rel = max(worst_abs, max_abs), max(worst_rel, max_rel)
         tol = atol + rtol * r64.abs()

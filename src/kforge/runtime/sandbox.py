@@ -112,6 +112,15 @@ def main(argv: list[str]) -> int:
             elif cmd == "time_setup":
                 time_sets = chan.decode(msg["sets"], device)
                 chan.send({"ok": True})
+            elif cmd == "refresh":
+                fresh = chan.decode(msg["inputs"], device)
+                for dst, src in zip(time_sets[int(msg["set"])], fresh):
+                    if isinstance(dst, torch.Tensor):
+                        dst.copy_(src)  # same buffers, new values
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                del fresh
+                chan.send({"ok": True})
             elif cmd == "time":
                 assert model is not None and timer is not None
                 args = time_sets[int(msg["set"])]

@@ -51,6 +51,7 @@ class BestOfN(Search):
         self.told[proposal.problem_id] += 1
         if candidate is None and result is None:
             self.exhausted.add(proposal.problem_id)  # the generator has nothing more for this problem
+        # candidate given but no result: a duplicate of an earlier candidate, not judged again
 
     def done(self) -> bool:
         return all(self.asked[p] >= self.n or p in self.exhausted for p in self.order)

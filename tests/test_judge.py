@@ -1,0 +1,340 @@
+"""The evaluation runtime: the in-process Judge on the CPU (each candidate in its own real sandbox
+process, Triton's interpreter switched on by the judge), with problems and candidates written as
+strings. Timing is kept tiny; most cases skip it (min_samples=0)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+from kforge.runtime import protocol as P  # noqa: E402
+from kforge.runtime.judge import Judge  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def src(text: str) -> str:
+    return textwrap.dedent(text).lstrip()
+
+
+RELU_PROBLEM = src("""
+    import torch
+    import torch.nn as nn
+
+    batch_size = 16
+    dim = 100
+
+
+    class Model(nn.Module):
+        def forward(self, x):
+            return torch.relu(x)
+
+
+    def get_inputs():
+        return [torch.randn(batch_size, dim)]
+
+
+    def get_init_inputs():
+        return []
+""")
+
+# Outputs average 1/dim = 5e-5, below fp32's atol of 1e-4: only a relative check catches zeros.
+TINY_SOFTMAX_PROBLEM = src("""
+    import torch
+    import torch.nn as nn
+
+    batch_size = 2
+    dim = 20000
+
+
+    class Model(nn.Module):
+        def forward(self, x):
+            return torch.softmax(x, dim=1)
+
+
+    def get_inputs():
+        return [torch.randn(batch_size, dim)]
+
+
+    def get_init_inputs():
+        return []
+""")
+
+# exp of the 'wide' distribution (|x| up to 1e2) overflows fp32 where x > 88.7 (about 0.5% of the
+# elements; with 8192 of them some always do): the reference itself gives inf.
+EXP_PROBLEM = src("""
+    import torch
+    import torch.nn as nn
+
+    n = 2048
+
+
+    class Model(nn.Module):
+        def forward(self, x):
+            return torch.exp(x)
+
+
+    def get_inputs():
+        return [torch.randn(4, n)]
+
+
+    def get_init_inputs():
+        return []
+""")
+
+# log of a signed input is NaN on every distribution.
+LOG_PROBLEM = EXP_PROBLEM.replace("torch.exp(x)", "torch.log(x)")
+
+TRITON_RELU = src("""
+    import torch
+    import torch.nn as nn
+    import triton
+    import triton.language as tl
+
+
+    @triton.jit
+    def relu_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < n
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0)
+        tl.store(y_ptr + offs, tl.where(x > 0, x, 0.0), mask=mask)
+
+
+    class ModelNew(nn.Module):
+        def forward(self, x):
+            x = x.contiguous()
+            y = torch.empty_like(x)
+            n = x.numel()
+            relu_kernel[(triton.cdiv(n, 1024),)](x, y, n, BLOCK=1024)
+            return y
+""")
+
+TRITON_ZEROS = src("""
+    import torch
+    import torch.nn as nn
+    import triton
+    import triton.language as tl
+
+
+    @triton.jit
+    def zeros_kernel(y_ptr, n, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        tl.store(y_ptr + offs, tl.zeros([BLOCK], dtype=tl.float32), mask=offs < n)
+
+
+    class ModelNew(nn.Module):
+        def forward(self, x):
+            y = torch.empty_like(x)
+            n = y.numel()
+            zeros_kernel[(triton.cdiv(n, 8192),)](y, n, BLOCK=8192)
+            return y
+""")
+
+
+def torch_candidate(body: str, header: str = "") -> str:
+    """A candidate whose forward(self, x) runs ``body`` (the judge itself does not require Triton)."""
+    return (f"import os\nimport torch\nimport torch.nn as nn\n{header}\n\n"
+            "class ModelNew(nn.Module):\n    def forward(self, x):\n"
+            + textwrap.indent(textwrap.dedent(body).strip(), "        ") + "\n")
+
+
+def request(problem: str, candidate: str, **kw) -> P.EvalRequest:
+    settings = dict(trials=5, warmup=1, min_samples=0, max_samples=5, max_timing_s=1.0, run_timeout_s=30.0,
+                    compile_timeout_s=120.0)
+    settings.update(kw)
+    return P.EvalRequest(request_id=f"t{time.monotonic_ns()}", problem_id="p", problem_source=problem,
+                         candidate_source=candidate, **settings)
+
+
+@pytest.fixture(scope="module")
+def judge(tmp_path_factory: pytest.TempPathFactory):
+    j = Judge(device="cpu", workdir=tmp_path_factory.mktemp("judge"), keep_spare=True)
+    yield j
+    j.close()
+
+
+def test_correct_triton_relu_is_correct_with_timing(judge: Judge) -> None:
+    res = judge.evaluate(request(RELU_PROBLEM, TRITON_RELU, min_samples=3, max_samples=5))
+    assert res.status == P.CORRECT, (res.error, res.log_tail)
+    assert isinstance(res.speedup_vs_eager, float) and math.isfinite(res.speedup_vs_eager)
+    assert res.speedup_vs_eager > 0
+    assert res.speedup == res.speedup_vs_eager
+    for stats in (res.timing, res.baseline_eager):
+        assert stats is not None
+        assert 3 <= stats["n"] <= 5 and len(stats["samples_ms"]) == stats["n"]
+        assert 0 < stats["p20_ms"] <= stats["median_ms"] <= stats["p80_ms"]
+        assert stats["mean_ms"] > 0 and stats["rel_se"] >= 0 and stats["cv"] >= 0
+    assert res.speedup_vs_eager == pytest.approx(res.baseline_eager["median_ms"] / res.timing["median_ms"])
+    assert res.trials_run == res.trials_passed == 5
+    assert len(res.seeds) == 5 and len(set(res.seeds)) == 5
+    assert res.max_abs_err == 0.0
+    assert res.device_kind == "cpu" and res.device.startswith("CPU")
+    assert "cpu_timing" in res.flags
+    assert "Triton interpreter" in res.timing_method
+    assert res.versions["torch"] == torch.__version__
+    assert res.error is None and res.guard is None
+    assert set(res.durations_s) >= {"compile", "correctness", "timing", "total"}
+    # the result is plain JSON and survives a round trip
+    again = P.EvalResult.from_dict(json.loads(json.dumps(res.to_dict())))
+    assert again == res
+
+
+def test_zeros_on_a_softmax_with_tiny_outputs_is_incorrect(judge: Judge) -> None:
+    res = judge.evaluate(request(TINY_SOFTMAX_PROBLEM, TRITON_ZEROS))
+    assert res.status == P.INCORRECT, (res.error, res.log_tail)
+    assert res.guard in ("relative_error", "tolerance"), res.guard
+    assert res.speedup is None and res.timing is None
+
+
+def test_input_mutation_is_incorrect(judge: Judge) -> None:
+    cand = torch_candidate("y = torch.relu(x)\nx.mul_(2.0)\nreturn y")
+    res = judge.evaluate(request(RELU_PROBLEM, cand))
+    assert res.status == P.INCORRECT
+    assert res.guard == "input_mutation"
+    assert "input 0" in res.error
+
+
+@pytest.mark.parametrize(("body", "guard"), [
+    ("return torch.relu(x).reshape(-1)", "output_shape"),
+    ("return torch.relu(x)[:, :-1]", "output_shape"),
+    ("return torch.relu(x).double()", "output_dtype"),
+    ("return (torch.relu(x), torch.relu(x))", "output_structure"),
+    ("return 1.0", "output_type"),
+    ("return torch.relu(x).numpy()", "output_type"),
+])
+def test_wrong_output_structure_is_incorrect(judge: Judge, body: str, guard: str) -> None:
+    res = judge.evaluate(request(RELU_PROBLEM, torch_candidate(body)))
+    assert res.status == P.INCORRECT, (res.status, res.error)
+    assert res.guard == guard, (res.guard, res.error)
+
+
+def test_never_writing_the_output_is_incorrect(judge: Judge) -> None:
+    res = judge.evaluate(request(RELU_PROBLEM, torch_candidate("return torch.empty_like(x)")))
+    assert res.status == P.INCORRECT, (res.status, res.error)
+    assert res.guard in ("nonfinite", "tolerance", "relative_error", "nondeterministic"), res.guard
+
+
+def test_nan_output_is_incorrect(judge: Judge) -> None:
+    res = judge.evaluate(request(RELU_PROBLEM, torch_candidate("return torch.full_like(x, float('nan'))")))
+    assert res.status == P.INCORRECT
+    assert res.guard == "nonfinite"
+    assert "NaN/Inf" in res.error
+
+
+def test_exit_in_forward_is_a_runtime_error(judge: Judge) -> None:
+    res = judge.evaluate(request(RELU_PROBLEM, torch_candidate("print('about to exit', flush=True)\nos._exit(3)")))
+    assert res.status == P.RUNTIME_ERROR
+    assert res.guard == "crash"
+    assert "exited with code 3" in res.error
+    assert "about to exit" in (res.log_tail or "")
+
+
+def test_exception_in_forward_is_a_runtime_error(judge: Judge) -> None:
+    res = judge.evaluate(request(RELU_PROBLEM, torch_candidate("raise ValueError('kaboom 42')")))
+    assert res.status == P.RUNTIME_ERROR
+    assert res.guard == "exception"
+    assert "kaboom 42" in res.error and "candidate.py" in res.error
+
+
+def test_exception_in_init_is_a_runtime_error(judge: Judge) -> None:
+    cand = torch_candidate("return x") + "\n    def __init__(self):\n        raise RuntimeError('no init')\n"
+    res = judge.evaluate(request(RELU_PROBLEM, cand))
+    assert res.status == P.RUNTIME_ERROR and res.guard == "init"
+    assert "no init" in res.error
+
+
+def test_infinite_loop_is_a_timeout(judge: Judge) -> None:
+    t0 = time.monotonic()
+    res = judge.evaluate(request(RELU_PROBLEM, torch_candidate("while True:\n    pass"), run_timeout_s=3))
+    assert res.status == P.TIMEOUT
+    assert res.guard == "timeout"
+    assert "3 s" in res.error
+    assert time.monotonic() - t0 < 30
+
+
+def test_syntax_error_is_a_compile_error(judge: Judge) -> None:
+    res = judge.evaluate(request(RELU_PROBLEM, "import torch\n\ndef broken(:\n    pass\n"))
+    assert res.status == P.COMPILE_ERROR
+    assert res.guard == "compile"
+    assert "SyntaxError" in res.error
+    assert res.trials_run == 0
+
+
+def test_import_error_is_a_compile_error(judge: Judge) -> None:
+    res = judge.evaluate(request(RELU_PROBLEM, "import no_such_module_for_kforge_tests\n"))
+    assert res.status == P.COMPILE_ERROR
+    assert "no_such_module_for_kforge_tests" in res.error
+
+
+def test_reference_inf_on_wide_inputs_drops_that_distribution(judge: Judge) -> None:
+    res = judge.evaluate(request(EXP_PROBLEM, torch_candidate("return torch.exp(x)")))
+    assert res.status == P.CORRECT, (res.error, res.log_tail)
+    assert res.trials_run == res.trials_passed == 5
+    assert len(res.seeds) == 5
+    assert "wide" not in res.distributions
+    assert set(res.distributions) == {"problem", "normal"}
+
+
+def test_reference_nonfinite_everywhere_is_not_blamed_on_the_candidate(judge: Judge) -> None:
+    res = judge.evaluate(request(LOG_PROBLEM, torch_candidate("return torch.log(x)")))
+    assert res.status == P.INFRA_ERROR
+    assert "NaN/Inf on every input distribution" in res.error
+
+
+def test_the_judge_survives_and_keeps_judging(judge: Judge) -> None:
+    """After crashes and hangs above, the same judge still gives a correct verdict."""
+    res = judge.evaluate(request(RELU_PROBLEM, torch_candidate("return torch.relu(x)")))
+    assert res.status == P.CORRECT
+
+
+def test_judge_without_a_spare_sandbox(tmp_path: Path) -> None:
+    j = Judge(device="cpu", workdir=tmp_path, keep_spare=False)
+    try:
+        assert j.info["device_kind"] == "cpu"
+        res = j.evaluate(request(RELU_PROBLEM, torch_candidate("return x.clamp(min=0)")))
+        assert res.status == P.CORRECT
+    finally:
+        j.close()
+    assert not list(tmp_path.glob("sb-*")), "every sandbox folder is removed"
+
+
+def test_judge_server_speaks_json_lines(tmp_path: Path) -> None:
+    """``python -m kforge.runtime.judge``: hello, then one result per request; a bad line is an error."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KFORGE_")}
+    env["KFORGE_DEVICE"] = "cpu"
+    req = request(RELU_PROBLEM, torch_candidate("return torch.relu(x)"))
+    stdin = "this is not json\n" + json.dumps(req.to_dict()) + "\n"
+    proc = subprocess.run([sys.executable, "-m", "kforge.runtime.judge"], input=stdin, capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    msgs = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert [m["type"] for m in msgs] == ["hello", "error", "result"]
+    assert msgs[0]["info"]["device_kind"] == "cpu"
+    assert "bad request" in msgs[1]["error"]
+    assert msgs[2]["result"]["status"] == P.CORRECT
+    assert msgs[2]["result"]["request_id"] == req.request_id
+
+
+@pytest.mark.gpu
+def test_correct_triton_relu_on_cuda(tmp_path: Path) -> None:
+    j = Judge(device="cuda", workdir=tmp_path, keep_spare=False)
+    try:
+        res = j.evaluate(request(RELU_PROBLEM, TRITON_RELU, min_samples=5, max_samples=20))
+        assert res.status == P.CORRECT, (res.error, res.log_tail)
+        assert res.device_kind == "cuda"
+        assert res.speedup_vs_eager is not None and res.speedup_vs_eager > 0
+        assert "cuda-events" in res.timing_method
+        assert "cpu_timing" not in res.flags
+    finally:
+        j.close()
