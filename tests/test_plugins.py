@@ -208,7 +208,7 @@ def test_make_manager_allow_list(plugin_dir: Path, tmp_path: Path, monkeypatch: 
     good = _unique(tmp_path, "kforge_good")
     _write_dist(plugin_dir, "kforge-good-test", good, GOOD)
     monkeypatch.setenv("KFORGE_LOAD_PLUGINS", "")
-    assert build_registry(_make_manager()).names("generators") == ["replay"]
+    assert build_registry(_make_manager()).names("generators") == ["anthropic", "openai", "replay", "tune"]
     monkeypatch.setenv("KFORGE_LOAD_PLUGINS", "kforge-good-test")
     reg = build_registry(_make_manager())
     assert "echo-test" in reg.names("generators")

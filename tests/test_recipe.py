@@ -149,7 +149,7 @@ def test_load_recipe_defaults_and_paths(tmp_path: Path, builtin_registry) -> Non
     assert t["generator"] == {"name": "replay", "path": str((tmp_path / "cands").resolve()), "cycle": False}
     assert rec.plugin("search") == ("best-of-n", {"n": 4, "temperature": None})
     assert t["backend"] == {"name": "triton"}
-    assert t["budget"] == {"candidates": None, "wall_clock_s": None}
+    assert t["budget"] == {"candidates": None, "wall_clock_s": None, "tokens": None, "usd": None}
     # to_dict is a copy
     rec.to_dict()["eval"]["trials"] = 99
     assert rec.tables["eval"]["trials"] == 5

@@ -239,7 +239,10 @@ def eval_cmd(candidate: Path, problem_ref: str, backend: str, shape: str, device
                 trials=ev["trials"], warmup=ev["warmup"], min_samples=ev["min_samples"],
                 max_samples=ev["max_samples"], max_timing_s=ev["max_timing_s"], target_rel_se=ev["target_rel_se"],
                 flush_l2=ev["flush_l2"], compile_timeout_s=ev["compile_timeout_s"],
-                run_timeout_s=ev["run_timeout_s"], flops=problem.flops, bytes=problem.bytes)
+                run_timeout_s=ev["run_timeout_s"], flops=problem.flops, bytes=problem.bytes, inplace=problem.inplace,
+                compile_modes=list(ev["baseline_compile"] or []), profile_check=ev["profile_check"],
+                aa_tolerance=ev["aa_tolerance"], heldout_trials=ev["heldout_trials"],
+                heldout=list(problem.shapes.get("heldout") or []) if ev["heldout"] and shape_name == "main" else [])
             return await executor.evaluate(req)
         finally:
             await executor.shutdown()
@@ -351,6 +354,15 @@ def _load_source(source: str) -> list[Any]:
     from kforge.problems import builtin_problems, load_problem_path
 
     return builtin_problems() if source == "builtin" else load_problem_path(Path(source))
+
+
+def _add_builtin_commands() -> None:
+    from kforge.commands import prompt_cmd
+
+    cli.add_command(prompt_cmd)
+
+
+_add_builtin_commands()
 
 
 def _add_plugin_commands() -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as _dt
 import json
 import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +88,7 @@ class Engine:
         self.best: dict[str, float] = {}
         self.n_candidates = 0
         self._cand_seq = 0
+        self._held: list[dict[str, Any]] = []
         self._tasks: set[asyncio.Future[Any]] = set()
         self._tags: dict[asyncio.Future[Any], tuple[str, Any]] = {}
 
@@ -116,7 +119,19 @@ class Engine:
 
     def emit(self, event: dict[str, Any]) -> None:
         self.store.add_event(event)
-        self.bus.emit(event)
+        if self.store.db.in_transaction:
+            self._held.append(event)  # shown once committed: nothing is shown that a crash could lose
+        else:
+            self.bus.emit(event)
+
+    @contextlib.contextmanager
+    def _step(self) -> Iterator[None]:
+        """One atomic step of the run: its records commit together, then its events are shown."""
+        with self.store.transaction():
+            yield
+        held, self._held = self._held, []
+        for event in held:
+            self.bus.emit(event)
 
     # ------------------------------------------------------------------------------------------
     async def run(self) -> dict[str, Any]:
@@ -170,6 +185,7 @@ class Engine:
                 self.store.set_meta("status", "failed")
                 self._close_loggers()
         summary = summarise_run(self.results, self.problem_ids)
+        summary["usage"] = self.store.usage()
         summary.update(run_dir=str(self.run_dir), stopped=self.stop_reason, shape=self.shape_name,
                        device=(self.executor.device_info or {}).get("device"),
                        wall_s=round(time.monotonic() - started, 2))
@@ -207,6 +223,12 @@ class Engine:
             self.request_stop("budget: candidates")
         if budget.get("wall_clock_s") is not None and time.monotonic() - started > budget["wall_clock_s"]:
             self.request_stop("budget: wall_clock_s")
+        if budget.get("tokens") is not None or budget.get("usd") is not None:
+            usage = self.store.usage()
+            if budget.get("tokens") is not None and usage["tokens"] >= budget["tokens"]:
+                self.request_stop("budget: tokens")
+            if budget.get("usd") is not None and usage["cost_usd"] >= budget["usd"]:
+                self.request_stop("budget: usd")
         return self.stop_reason is None
 
     def _restore(self) -> None:
@@ -249,7 +271,7 @@ class Engine:
                 cap = self.recipe.tables["budget"].get("candidates")
                 if cap is not None:
                     room = min(room, cap - self.n_candidates)
-                with self.store.transaction():
+                with self._step():
                     proposals = self.search.ask(room) if room > 0 else []
                     for p in proposals:
                         self.store.add_proposal(p.to_dict())
@@ -277,13 +299,13 @@ class Engine:
                     raise exc
                 if kind == "gen":
                     for proposal, gen in task.result():
-                        with self.store.transaction():
+                        with self._step():
                             submitted = self._accept(proposal, gen)
                         if not submitted:
                             in_flight -= 1
                 else:
                     in_flight -= 1
-                    with self.store.transaction():
+                    with self._step():
                         self._record(*task.result())
                         self.store.set_meta("elapsed_s", round(time.monotonic() - started, 3))
 
@@ -300,17 +322,23 @@ class Engine:
 
     def _accept(self, proposal: Proposal, gen: Generation) -> bool:
         """Record a generation and submit it; False if nothing was submitted."""
+        paid: dict[str, Any] = {"tokens_in": gen.tokens_in, "tokens_out": gen.tokens_out, "cost_usd": gen.cost_usd}
         if gen.code is None:
             self.n_candidates -= 1  # the reservation is released
-            self.store.set_proposal_outcome(proposal.id, f"no candidate: {gen.error or 'generator had none'}")
-            self.search.tell(None, proposal, None)
+            self.store.set_proposal_outcome(proposal.id, f"no candidate: {gen.error or 'generator had none'}", **paid)
+            if gen.meta.get("exhausted"):
+                self.search.tell(None, proposal, None)  # the generator has nothing more for this problem
+            else:  # a sample that failed before judging (no code in the answer, an edit that didn't apply)
+                failed = P.EvalResult(request_id=proposal.id, problem_id=proposal.problem_id, status=P.COMPILE_ERROR,
+                                      guard="no_code", error=gen.error or "the generator returned no code")
+                self.search.tell(None, proposal, failed)
             self.store.set_state("search", self.search.state_dict())
             return False
         h = code_hash(gen.code)
         dup = self.store.candidate_by_hash(proposal.problem_id, h)
         if dup is not None:
             self.n_candidates -= 1
-            self.store.set_proposal_outcome(proposal.id, f"duplicate of {dup['id']}")
+            self.store.set_proposal_outcome(proposal.id, f"duplicate of {dup['id']}", **paid)
             self.emit(E.make(E.CANDIDATE, candidate=dup["id"], problem=proposal.problem_id, label=gen.label,
                              generator=gen.generator, proposal=proposal.id, duplicate=True))
             original = Candidate(id=dup["id"], problem_id=dup["problem_id"], proposal_id=dup["proposal_id"],
@@ -323,10 +351,9 @@ class Engine:
         cid = f"c{self._cand_seq:04d}"
         cand = Candidate(id=cid, problem_id=proposal.problem_id, proposal_id=proposal.id, code=gen.code,
                          code_hash=h, generator=gen.generator, label=gen.label, parent_id=proposal.parent_id)
-        self.store.add_candidate({**cand.__dict__, "model": gen.model, "tokens_in": gen.tokens_in,
-                                  "tokens_out": gen.tokens_out, "cost_usd": gen.cost_usd})
+        self.store.add_candidate({**cand.__dict__, "model": gen.model, **paid, "meta": gen.meta})
         (self.run_dir / "candidates" / f"{cid}.py").write_text(gen.code)
-        self.store.set_proposal_outcome(proposal.id, f"candidate {cid}")
+        self.store.set_proposal_outcome(proposal.id, f"candidate {cid}", **paid)
         self.emit(E.make(E.CANDIDATE, candidate=cid, problem=proposal.problem_id, label=gen.label,
                          generator=gen.generator, proposal=proposal.id))
         problems = self.backend.static_check(gen.code)
@@ -350,7 +377,10 @@ class Engine:
             trials=ev["trials"], warmup=ev["warmup"], min_samples=ev["min_samples"], max_samples=ev["max_samples"],
             max_timing_s=ev["max_timing_s"], target_rel_se=ev["target_rel_se"], flush_l2=ev["flush_l2"],
             compile_timeout_s=ev["compile_timeout_s"], run_timeout_s=ev["run_timeout_s"],
-            init_seed=self.ctx.seed, flops=prob.flops, bytes=prob.bytes)
+            init_seed=self.ctx.seed, flops=prob.flops, bytes=prob.bytes, inplace=prob.inplace,
+            compile_modes=list(ev["baseline_compile"] or []), profile_check=ev["profile_check"],
+            aa_tolerance=ev["aa_tolerance"], heldout_trials=ev["heldout_trials"],
+            heldout=list(prob.shapes.get("heldout") or []) if ev["heldout"] and self.shape_name == "main" else [])
 
     async def _evaluate(self, cand: Candidate, proposal: Proposal) -> tuple[Candidate, Proposal, P.EvalResult]:
         result = await self.executor.evaluate(self._request(cand))

@@ -46,12 +46,20 @@ CORE_OPTIONS: dict[str, OptionSet] = {
         Option("max_timing_s", float, 10.0, "time cap for timing one candidate", minimum=0),
         Option("target_rel_se", float, 0.005, "stop timing when the standard error is under this fraction of the median"),
         Option("flush_l2", bool, True, "flush the L2 cache before each timed call (false: warm-cache timing)"),
+        Option("baseline_compile", list, [], "torch.compile modes timed as extra baselines, e.g. "
+               '["default", "max-autotune-no-cudagraphs"]; speedup_vs_compile uses the first', item_type=str),
+        Option("heldout", bool, True, "also judge correctness on the problem's held-out shapes (main shapes only)"),
+        Option("heldout_trials", int, 2, "correctness trials per held-out shape", minimum=1),
+        Option("profile_check", bool, True, "on a GPU, the profiler must see the candidate launch a kernel it defines"),
+        Option("aa_tolerance", float, 0.01, "flag a result as noisy when the baseline's A/A ratio is off by more"),
         Option("compile_timeout_s", float, 300.0, "timeout for loading/compiling one candidate", minimum=1),
         Option("run_timeout_s", float, 60.0, "timeout for one call of a candidate", minimum=1),
     )),
     "budget": OptionSet("[budget]", (
         Option("candidates", int, None, "most candidates to evaluate in the run", minimum=1),
         Option("wall_clock_s", float, None, "stop the run after this many seconds"),
+        Option("tokens", int, None, "stop the run once generations have used this many tokens (in + out)", minimum=1),
+        Option("usd", float, None, "stop the run once generations have cost this many US dollars", minimum=0),
     )),
 }
 ALL_TABLES = ("run", "problems", "backend", "generator", "search", "executor", "eval", "budget")

@@ -23,12 +23,13 @@ CREATE TABLE IF NOT EXISTS problems (
     id TEXT PRIMARY KEY, name TEXT, level INTEGER, hash TEXT, shape_name TEXT, summary TEXT);
 CREATE TABLE IF NOT EXISTS proposals (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, problem_id TEXT NOT NULL,
-    step INTEGER, seed INTEGER, parent_id TEXT, params TEXT, created REAL, outcome TEXT);
+    step INTEGER, seed INTEGER, parent_id TEXT, params TEXT, created REAL, outcome TEXT,
+    tokens_in INTEGER DEFAULT 0, tokens_out INTEGER DEFAULT 0, cost_usd REAL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS candidates (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, proposal_id TEXT NOT NULL,
     problem_id TEXT NOT NULL, code TEXT NOT NULL, code_hash TEXT NOT NULL, generator TEXT, model TEXT,
     label TEXT, parent_id TEXT, tokens_in INTEGER DEFAULT 0, tokens_out INTEGER DEFAULT 0,
-    cost_usd REAL DEFAULT 0, created REAL);
+    cost_usd REAL DEFAULT 0, created REAL, meta TEXT);
 CREATE INDEX IF NOT EXISTS candidates_hash ON candidates(problem_id, code_hash);
 CREATE TABLE IF NOT EXISTS results (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, candidate_id TEXT UNIQUE NOT NULL, problem_id TEXT NOT NULL,
@@ -99,16 +100,25 @@ class Store:
                         (p["id"], p["problem_id"], p["step"], p["seed"], p.get("parent_id"),
                          json.dumps(p.get("params", {})), time.time()))
 
-    def set_proposal_outcome(self, proposal_id: str, outcome: str) -> None:
-        self.db.execute("UPDATE proposals SET outcome = ? WHERE id = ?", (outcome, proposal_id))
+    def set_proposal_outcome(self, proposal_id: str, outcome: str, tokens_in: int = 0, tokens_out: int = 0,
+                             cost_usd: float = 0.0) -> None:
+        """What became of a proposal, and what its generation cost (paid even when no candidate came)."""
+        self.db.execute("UPDATE proposals SET outcome = ?, tokens_in = ?, tokens_out = ?, cost_usd = ? WHERE id = ?",
+                        (outcome, tokens_in, tokens_out, cost_usd, proposal_id))
+
+    def usage(self) -> dict[str, Any]:
+        row = self.db.execute("SELECT COALESCE(SUM(tokens_in), 0), COALESCE(SUM(tokens_out), 0), "
+                              "COALESCE(SUM(cost_usd), 0) FROM proposals").fetchone()
+        return {"tokens_in": int(row[0]), "tokens_out": int(row[1]), "tokens": int(row[0]) + int(row[1]),
+                "cost_usd": round(float(row[2]), 6)}
 
     def add_candidate(self, c: dict[str, Any]) -> None:
         self.db.execute(
             "INSERT OR IGNORE INTO candidates(id, proposal_id, problem_id, code, code_hash, generator, model, label, "
-            "parent_id, tokens_in, tokens_out, cost_usd, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "parent_id, tokens_in, tokens_out, cost_usd, created, meta) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (c["id"], c["proposal_id"], c["problem_id"], c["code"], c["code_hash"], c.get("generator"),
              c.get("model"), c.get("label"), c.get("parent_id"), c.get("tokens_in", 0), c.get("tokens_out", 0),
-             c.get("cost_usd", 0.0), time.time()))
+             c.get("cost_usd", 0.0), time.time(), json.dumps(c.get("meta") or {}, default=str)))
 
     def add_result(self, candidate_id: str, result: dict[str, Any]) -> None:
         self.db.execute("INSERT OR REPLACE INTO results(candidate_id, problem_id, status, speedup, device, result, "

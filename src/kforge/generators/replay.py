@@ -47,7 +47,8 @@ class ReplayGenerator(Generator):
             if files and self.config.get("cycle"):
                 index %= len(files)
             if index >= len(files):
-                out.append(Generation(p.id, None, self.name, error="no more replay files for this problem"))
+                out.append(Generation(p.id, None, self.name, error="no more replay files for this problem",
+                                      meta={"exhausted": True}))
                 continue
             f = files[index]
             out.append(Generation(p.id, f.read_text(), self.name, model=None, label=f.name,

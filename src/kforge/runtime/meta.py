@@ -47,3 +47,26 @@ def eval_expr(expr: Any, names: dict[str, Any]) -> float | None:
 
     value = ev(tree)
     return value if math.isfinite(value) else None
+
+
+def strip_metadata(source: str) -> str:
+    """The problem's source as a generator may see it: without the ``KFORGE`` literal, whose
+    held-out shapes must never be shown to a model (the module-level constants stay)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    lines = source.splitlines(keepends=True)
+    drop: set[int] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "KFORGE" for t in node.targets):
+            drop.update(range(node.lineno - 1, (node.end_lineno or node.lineno)))
+            k = node.lineno - 2  # comments directly above describe the metadata: drop them too
+            while k >= 0 and lines[k].lstrip().startswith("#"):
+                drop.add(k)
+                k -= 1
+    kept = [ln for i, ln in enumerate(lines) if i not in drop]
+    text = "".join(kept)
+    while "\n\n\n\n" in text:
+        text = text.replace("\n\n\n\n", "\n\n\n")
+    return text

@@ -42,7 +42,12 @@ class EvalRequest:
     init_seed: int = 0
     flops: float | None = None
     bytes: float | None = None
-    time_baseline: bool = True
+    compile_modes: list[str] = field(default_factory=list)  # torch.compile baselines, e.g. ["default"]
+    heldout: list[dict[str, Any]] = field(default_factory=list)  # extra shapes judged for correctness only
+    heldout_trials: int = 2
+    inplace: bool = False  # the operator writes its inputs: no input-mutation check
+    profile_check: bool = True  # on CUDA: the profiler must see a kernel defined in the candidate
+    aa_tolerance: float = 0.01
     version: int = PROTOCOL_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,6 +89,9 @@ class EvalResult:
     mismatch: str | None = None
     timing: dict[str, Any] | None = None  # candidate TimingStats as a dict
     baseline_eager: dict[str, Any] | None = None
+    baseline_compile: dict[str, Any] | None = None  # mode -> TimingStats dict
+    aa_ratio: float | None = None  # the baseline against itself, interleaved: ~1.0 on a quiet GPU
+    kernels: list[str] = field(default_factory=list)  # what the profiler saw the candidate launch
     speedup_vs_eager: float | None = None
     speedup_vs_compile: float | None = None
     roofline_floor_ms: float | None = None

@@ -36,6 +36,23 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def _construct(cls: Any, init: Any, seed: int, device: Any, dtype: Any) -> Any:
+    import torch
+
+    torch.manual_seed(seed)
+    model = cls(*init)
+    if isinstance(model, torch.nn.Module):
+        model = model.to(device)
+        if dtype != torch.float32:
+            model = model.to(dtype)
+        model.eval()
+    return model
+
+
+def _on_device(evt: Any) -> bool:
+    return "CUDA" in str(getattr(evt, "device_type", ""))
+
+
 def main(argv: list[str]) -> int:
     read_fd, write_fd, payload_dir, device_name = int(argv[0]), int(argv[1]), argv[2], argv[3]
     sys.dont_write_bytecode = True
@@ -53,6 +70,8 @@ def main(argv: list[str]) -> int:
     chan.send({"type": "ready", "pid": os.getpid(), "device": str(device)})
 
     model = None
+    cls: Any = None
+    dtype = torch.float32
     timer: Timer | None = None
     time_sets: list[Any] = []
     while True:
@@ -79,20 +98,35 @@ def main(argv: list[str]) -> int:
                     continue
                 try:
                     cls = module.ModelNew
-                    init = chan.decode(msg["init"])
-                    torch.manual_seed(int(msg["init_seed"]))
-                    model = cls(*init)
-                    if isinstance(model, torch.nn.Module):
-                        model = model.to(device)
-                        dtype = dtype_from_name(msg.get("dtype", "float32"))
-                        if dtype != torch.float32:
-                            model = model.to(dtype)
-                        model.eval()
+                    dtype = dtype_from_name(msg.get("dtype", "float32"))
+                    model = _construct(cls, chan.decode(msg["init"]), int(msg["init_seed"]), device, dtype)
                 except BaseException as exc:  # noqa: BLE001
                     chan.send(_error("init", exc))
                     continue
                 timer = Timer(device, flush_l2=bool(msg.get("flush_l2", True)))
                 chan.send({"ok": True})
+            elif cmd == "construct":  # the same candidate at another shape (held-out shapes)
+                try:
+                    model = None
+                    model = _construct(cls, chan.decode(msg["init"]), int(msg["init_seed"]), device, dtype)
+                except BaseException as exc:  # noqa: BLE001
+                    chan.send(_error("init", exc))
+                    continue
+                chan.send({"ok": True})
+            elif cmd == "profile":
+                assert model is not None
+                inputs = chan.decode(msg["inputs"], device)
+                try:
+                    from torch.profiler import ProfilerActivity, profile
+                except Exception as exc:  # noqa: BLE001
+                    chan.send(_error("profiler", exc))
+                    continue
+                with torch.no_grad(), profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    out = model(*inputs)
+                    torch.cuda.synchronize(device)
+                names = sorted({evt.name for evt in prof.events() if _on_device(evt)})
+                del out, inputs
+                chan.send({"ok": True, "kernels": names[:200]})
             elif cmd == "run":
                 assert model is not None, "load first"
                 inputs = chan.decode(msg["inputs"], device)

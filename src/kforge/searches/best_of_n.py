@@ -51,7 +51,8 @@ class BestOfN(Search):
         self.told[proposal.problem_id] += 1
         if candidate is None and result is None:
             self.exhausted.add(proposal.problem_id)  # the generator has nothing more for this problem
-        # candidate given but no result: a duplicate of an earlier candidate, not judged again
+        # a candidate but no result: a duplicate of an earlier one, not judged again;
+        # no candidate but a result: the sample failed before judging (e.g. no code in the answer)
 
     def done(self) -> bool:
         return all(self.asked[p] >= self.n or p in self.exhausted for p in self.order)
