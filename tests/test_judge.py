@@ -150,8 +150,9 @@ def torch_candidate(body: str, header: str = "") -> str:
 
 
 def request(problem: str, candidate: str, **kw) -> P.EvalRequest:
+    # ops_check off: these tests judge plain-torch candidates (the library-op rule is tested on its own)
     settings = dict(trials=5, warmup=1, min_samples=0, max_samples=5, max_timing_s=1.0, run_timeout_s=30.0,
-                    compile_timeout_s=120.0)
+                    compile_timeout_s=120.0, ops_check=False)
     settings.update(kw)
     return P.EvalRequest(request_id=f"t{time.monotonic_ns()}", problem_id="p", problem_source=problem,
                          candidate_source=candidate, **settings)
@@ -342,3 +343,14 @@ def test_correct_triton_relu_on_cuda(tmp_path: Path) -> None:
         assert "cpu_timing" not in res.flags
     finally:
         j.close()
+
+
+def test_a_forward_that_runs_the_references_ops_is_rejected(judge: Judge) -> None:
+    res = judge.evaluate(request(RELU_PROBLEM, torch_candidate("return torch.relu(x)"), ops_check=True))
+    assert res.status == P.REJECTED and res.guard == "library_op"
+    assert "relu" in res.error
+
+
+def test_a_forward_that_runs_other_ops_passes_the_ops_check(judge: Judge) -> None:
+    res = judge.evaluate(request(RELU_PROBLEM, torch_candidate("return x.clamp(min=0)"), ops_check=True))
+    assert res.status == P.CORRECT, res.error  # clamp is not relu: the rule is a subset test, not a ban

@@ -358,8 +358,9 @@ class Engine:
                          generator=gen.generator, proposal=proposal.id))
         problems = self.backend.static_check(gen.code)
         if problems:
-            res = P.EvalResult(request_id=cid, problem_id=proposal.problem_id, status=P.REJECTED, guard="static",
-                               error="; ".join(problems))
+            rule = problems[0].split(" (", 1)[0].removeprefix("rule ") if problems[0].startswith("rule ") else "static"
+            res = P.EvalResult(request_id=cid, problem_id=proposal.problem_id, status=P.REJECTED, guard=rule,
+                               error="; ".join(problems), device="static check (not run)")
             self._record(cand, proposal, res)
             return False
         self._spawn(self._evaluate(cand, proposal), ("eval", cand))
@@ -396,7 +397,10 @@ class Engine:
                          device_kind=result.device_kind, guard=result.guard, error=result.error,
                          time_ms=(result.timing or {}).get("median_ms"),
                          baseline_ms=(result.baseline_eager or {}).get("median_ms"),
-                         roofline_fraction=result.roofline_fraction, timing_method=result.timing_method))
+                         roofline_fraction=result.roofline_fraction, timing_method=result.timing_method,
+                         speedup_vs_compile=result.speedup_vs_compile, aa_ratio=result.aa_ratio,
+                         cv=(result.timing or {}).get("cv"), n=(result.timing or {}).get("n"),
+                         flags=result.flags, shape=result.shape_name))
         s = result.speedup
         if s is not None and s > self.best.get(cand.problem_id, 0.0):
             self.best[cand.problem_id] = s

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import ast
-
 from kforge.api import Backend
+from kforge.checks import check_candidate
 from kforge.hookspecs import hookimpl
 
 GUIDANCE = """\
@@ -22,21 +21,7 @@ class CudaBackend(Backend):
     language = "cuda"
 
     def static_check(self, code: str) -> list[str]:
-        try:
-            tree = ast.parse(code)
-        except SyntaxError:
-            return []
-        problems = []
-        strings = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
-        if not any("__global__" in s for s in strings):
-            problems.append("backend: no __global__ CUDA kernel found in the candidate's source strings")
-        calls = {n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", "")
-                 for n in ast.walk(tree) if isinstance(n, ast.Call)}
-        if not calls & {"load_inline", "load"}:
-            problems.append("backend: the CUDA source is never compiled (no load_inline call)")
-        if not any(isinstance(n, ast.ClassDef) and n.name == "ModelNew" for n in tree.body):
-            problems.append("interface: no class ModelNew defined at module level")
-        return problems
+        return [str(v) for v in check_candidate(code, self.name)]
 
     def guidance(self) -> str:
         return GUIDANCE

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import ast
-
 from kforge.api import Backend
+from kforge.checks import check_candidate
 from kforge.hookspecs import hookimpl
 
 GUIDANCE = """\
@@ -15,36 +14,13 @@ torch operators or call `Model`. Use masks for out-of-range offsets and `tl.cons
 """
 
 
-def _decorator_names(fn: ast.FunctionDef) -> set[str]:
-    names = set()
-    for dec in fn.decorator_list:
-        node = dec.func if isinstance(dec, ast.Call) else dec
-        if isinstance(node, ast.Attribute):
-            names.add(node.attr)
-        elif isinstance(node, ast.Name):
-            names.add(node.id)
-    return names
-
-
 class TritonBackend(Backend):
     name = "triton"
     description = "Triton kernels (@triton.jit) called from ModelNew.forward"
     language = "triton"
 
     def static_check(self, code: str) -> list[str]:
-        try:
-            tree = ast.parse(code)
-        except SyntaxError:
-            return []  # the sandbox reports it as a compile error with the line
-        problems = []
-        jitted = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and
-                  _decorator_names(n) & {"jit", "autotune", "heuristics"}]
-        if not jitted:
-            problems.append("backend: no @triton.jit kernel found (rule: the candidate must contain a kernel "
-                            "in the backend's language)")
-        if not any(isinstance(n, ast.ClassDef) and n.name == "ModelNew" for n in tree.body):
-            problems.append("interface: no class ModelNew defined at module level")
-        return problems
+        return [str(v) for v in check_candidate(code, self.name)]
 
     def guidance(self) -> str:
         return GUIDANCE

@@ -36,10 +36,12 @@ from kforge.runtime import protocol as P
 from kforge.runtime.problem import (
     DEFAULT_TOLERANCE,
     DISTRIBUTIONS,
+    STRUCTURAL_OPS,
     Mismatch,
     all_finite,
     clone_inputs,
     compare,
+    compute_ops,
     draw_inputs,
     eval_expr,
     flatten_outputs,
@@ -52,6 +54,7 @@ HARNESS_VERSION = "kforge-judge/1"
 LOG_TAIL_BYTES = 64 << 10
 # The wall-clock cross-check: host time around a timed call, less the IPC round trip, may exceed the
 # reported time by this much (L2 flush, synchronisations, launch) before the timer is disbelieved.
+CHECK_FRACTION = 0.5  # share of timed outputs compared with the reference
 WALL_SLACK_MS = 0.25
 WALL_SLACK_FRACTION = 0.15
 _COMPILE_EXC = ("SyntaxError", "IndentationError", "CompilationError", "CalledProcessError")
@@ -331,6 +334,10 @@ class Judge:
                 return
         res.durations_s["correctness"] = round(time.perf_counter() - t0, 4)
 
+        # -- did forward compute the whole answer with the reference's own torch ops? -----------
+        if req.ops_check and not self._ops_check(req, res, sb, module, ref_model):
+            return
+
         # -- the profiler: did the candidate launch a kernel of its own? -------------------------
         if self.device.type == "cuda" and req.profile_check and req.backend in _KERNEL_PATTERNS:
             if not self._profile_check(req, res, sb, module):
@@ -424,6 +431,27 @@ class Judge:
             trial += 1
         return True
 
+    def _ops_check(self, req: P.EvalRequest, res: P.EvalResult, sb: Sandbox, module: Any, ref_model: Any) -> bool:
+        """Reject a candidate whose forward runs every compute op the reference runs: it computed the
+        answer with the library (behind a token kernel, say), whatever else it launched."""
+        with self._shared_alloc():
+            inputs = draw_inputs(module, self._sysrand.getrandbits(63), "problem", dtype_from_name(req.dtype),
+                                 self.device)
+        ref_ops = compute_ops(ref_model, clone_inputs(inputs))
+        if not ref_ops:
+            return True
+        reply = sb.call({"cmd": "ops"}, timeout=req.run_timeout_s * 2, tensors={"inputs": inputs})
+        if not reply.get("ok"):
+            self._fail_reply(res, reply)
+            return False
+        cand_ops = {str(o) for o in reply.get("ops", [])} - STRUCTURAL_OPS
+        if ref_ops <= cand_ops:
+            res.status, res.guard = P.REJECTED, "library_op"
+            res.error = (f"forward ran every compute op of the reference ({', '.join(sorted(ref_ops))}): the answer "
+                         "came from PyTorch, not from the candidate's kernels")
+            return False
+        return True
+
     def _profile_check(self, req: P.EvalRequest, res: P.EvalResult, sb: Sandbox, module: Any) -> bool:
         with self._shared_alloc():
             inputs = draw_inputs(module, self._sysrand.getrandbits(63), "problem", dtype_from_name(req.dtype),
@@ -509,7 +537,10 @@ class Judge:
                 return False
             with torch.no_grad():
                 a, ref_out = timer.time_call(ref_model, ref_sets[s])
-            check = i % 5 == 0
+            # Which outputs are checked is drawn from the OS, where the candidate can't see it: a
+            # candidate that replays stale answers on unchecked rounds is caught with probability
+            # 1 - (1 - CHECK_FRACTION)^k over k such rounds. The first round is always checked.
+            check = i == 0 or self._sysrand.random() < CHECK_FRACTION
             w0 = time.perf_counter()
             reply = sb.call({"cmd": "time", "set": s, "return_output": check}, timeout=req.run_timeout_s)
             wall = (time.perf_counter() - w0) * 1e3

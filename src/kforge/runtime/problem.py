@@ -144,3 +144,36 @@ def compare(out: Any, ref: Any, atol: float, rtol: float, expect_device: str) ->
             raise Mismatch("relative_error", f"{where}: relative L2 error {err_norm / ref_norm:.3g} exceeds {rtol:g}",
                            max_abs, max_rel)
     return worst_abs, worst_rel
+
+
+# aten ops that move, view or allocate memory: never "the computation" of a problem.
+STRUCTURAL_OPS = frozenset({
+    "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "zeros", "zeros_like", "ones",
+    "ones_like", "full", "full_like", "new_zeros", "new_ones", "new_full", "fill_", "zero_", "view", "_unsafe_view",
+    "reshape", "contiguous", "clone", "copy_", "_to_copy", "to", "t", "transpose", "permute", "expand", "expand_as",
+    "as_strided", "detach", "alias", "slice", "select", "unsqueeze", "squeeze", "split", "chunk", "unbind",
+    "narrow", "flatten", "unflatten", "view_as", "lift_fresh", "resize_", "set_", "stride", "size", "numel",
+    "is_contiguous", "dim", "sym_size", "sym_stride", "sym_numel", "arange", "item", "_local_scalar_dense",
+    "record_stream", "randn", "rand", "normal_", "uniform_", "cat", "stack", "_reshape_alias", "split_with_sizes",
+})
+
+
+def op_name(func: Any) -> str:
+    name = getattr(getattr(func, "overloadpacket", None), "__name__", None) or str(func)
+    return name.split(".")[0].replace("aten::", "")
+
+
+def compute_ops(model: Any, inputs: list[Any]) -> set[str]:
+    """The aten ops one forward runs, less the structural ones."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen: set[str] = set()
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            seen.add(op_name(func))
+            return func(*args, **(kwargs or {}))
+
+    with torch.no_grad(), Record():
+        model(*inputs)
+    return seen - STRUCTURAL_OPS

@@ -47,6 +47,7 @@ class EvalRequest:
     heldout_trials: int = 2
     inplace: bool = False  # the operator writes its inputs: no input-mutation check
     profile_check: bool = True  # on CUDA: the profiler must see a kernel defined in the candidate
+    ops_check: bool = True  # reject a forward that runs every compute op of the reference
     aa_tolerance: float = 0.01
     version: int = PROTOCOL_VERSION
 

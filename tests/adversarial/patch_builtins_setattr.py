@@ -1,0 +1,36 @@
+# expect: rejected no-patching
+# problem: relu
+# Patching through setattr on modules and importlib.reload: swap the builtins' print (to hide or
+# forge what the harness logs) and the timer, without a plain assignment a naive check looks for.
+import builtins
+import importlib
+import time
+
+import torch
+import torch.nn as nn
+import triton
+import triton.language as tl
+
+setattr(builtins, "print", lambda *a, **k: None)
+setattr(time, "perf_counter", lambda: 0.0)
+importlib.reload(time)
+
+
+@triton.jit
+def relu_kernel(x_ptr, y_ptr, n_elements, BLOCK_SIZE: tl.constexpr):
+    pid = tl.program_id(0)
+    offs = pid * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
+    mask = offs < n_elements
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0)
+    tl.store(y_ptr + offs, tl.where(x > 0, x, 0.0), mask=mask)
+
+
+class ModelNew(nn.Module):
+    def __init__(self):
+        super().__init__()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.empty_like(x)
+        n = x.numel()
+        relu_kernel[(triton.cdiv(n, 1024),)](x, y, n, BLOCK_SIZE=1024)
+        return y
