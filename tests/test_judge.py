@@ -354,3 +354,27 @@ def test_a_forward_that_runs_the_references_ops_is_rejected(judge: Judge) -> Non
 def test_a_forward_that_runs_other_ops_passes_the_ops_check(judge: Judge) -> None:
     res = judge.evaluate(request(RELU_PROBLEM, torch_candidate("return x.clamp(min=0)"), ops_check=True))
     assert res.status == P.CORRECT, res.error  # clamp is not relu: the rule is a subset test, not a ban
+
+
+TIMER_FORGER = '''
+import time
+import torch
+import torch.nn as nn
+
+_real = time.perf_counter
+time.perf_counter = lambda: _real() * 0.01  # every interval the harness measures shrinks 100x
+
+
+class ModelNew(nn.Module):
+    def forward(self, x):
+        end = _real() + 0.005  # 5 ms of real work per call
+        while _real() < end:
+            pass
+        return x.clamp(min=0)
+'''
+
+
+def test_a_patched_timer_is_caught_by_the_wall_clock(judge: Judge) -> None:
+    res = judge.evaluate(request(RELU_PROBLEM, TIMER_FORGER, min_samples=10, max_samples=12, max_timing_s=3.0))
+    assert res.status == P.REJECTED and res.guard == "timer", (res.status, res.error)
+    assert "wall clock" in res.error

@@ -22,6 +22,7 @@ import random
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,11 +53,16 @@ from kforge.runtime.wire import Channel, dtype_from_name
 
 HARNESS_VERSION = "kforge-judge/1"
 LOG_TAIL_BYTES = 64 << 10
-# The wall-clock cross-check: host time around a timed call, less the IPC round trip, may exceed the
-# reported time by this much (L2 flush, synchronisations, launch) before the timer is disbelieved.
 CHECK_FRACTION = 0.5  # share of timed outputs compared with the reference
-WALL_SLACK_MS = 0.25
-WALL_SLACK_FRACTION = 0.15
+# The wall-clock cross-check, over the rounds whose output was not returned: host time around a
+# timed call, less the IPC round trip, may exceed the reported time by max(WALL_FLOOR_MS,
+# WALL_SLACK_MS + WALL_SLACK_FRACTION x reported) before the timer is disbelieved. On an H100
+# (2026-11-25) honest ~1 ms kernels showed ~0.7 ms of such overhead when half the rounds also
+# exported their output by CUDA IPC; a tighter 0.25 ms + 15% rule rejected them all. These are the
+# conservative figures; they are not yet re-measured on a GPU over unchecked rounds only.
+WALL_FLOOR_MS = 1.0
+WALL_SLACK_MS = 0.5
+WALL_SLACK_FRACTION = 0.5
 _COMPILE_EXC = ("SyntaxError", "IndentationError", "CompilationError", "CalledProcessError")
 
 
@@ -201,6 +207,11 @@ class Judge:
         self.device = torch.device(device if device != "cuda" else "cuda:0")
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
+        # The reference computes in the problem's precision: no TF32 in fp32 matmuls and convolutions,
+        # no bf16 partial sums in bf16 matmuls (both are PyTorch defaults that cost ulps).
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
         self.root = Path(workdir or tempfile.mkdtemp(prefix="kforge-judge-"))
         self.root.mkdir(parents=True, exist_ok=True)
         self.info = device_info(self.device)
@@ -521,6 +532,7 @@ class Judge:
         cand_ms: list[float] = []
         comp_ms: dict[str, list[float]] = {m: [] for m in compiled}
         wall_ms: list[float] = []
+        plain_ms: list[float] = []  # the reported times of the rounds in wall_ms
         started = time.perf_counter()
         i = 0
         while True:
@@ -570,7 +582,9 @@ class Judge:
             base_ms.append(a)
             base2_ms.append(a2)
             cand_ms.append(float(b))
-            wall_ms.append(wall)
+            if not check:  # a checked round also exported its output: its wall time is not comparable
+                wall_ms.append(wall)
+                plain_ms.append(float(b))
             i += 1
             if i >= req.max_samples or (time.perf_counter() - started) > req.max_timing_s and i >= 3:
                 break
@@ -582,12 +596,14 @@ class Judge:
         base = summarise(base_ms + base2_ms)
         # The wall-clock cross-check: time the host saw beyond the IPC round trip must be explained
         # by the reported device time (a patched timer reports far less than really elapsed).
-        med_wall = sorted(wall_ms)[len(wall_ms) // 2]
-        unexplained = med_wall - ping_ms - cand["median_ms"]
+        # (a run whose every round was checked has nothing comparable: the per-call check above stands)
+        med_wall = statistics.median(wall_ms) if wall_ms else None
+        med_plain = statistics.median(plain_ms) if plain_ms else cand["median_ms"]
+        unexplained = med_wall - ping_ms - med_plain if med_wall is not None else 0.0
         cand["wall_median_ms"], cand["ipc_round_trip_ms"] = med_wall, ping_ms
-        if unexplained > WALL_SLACK_MS + WALL_SLACK_FRACTION * cand["median_ms"]:
+        if med_wall is not None and unexplained > max(WALL_FLOOR_MS, WALL_SLACK_MS + WALL_SLACK_FRACTION * med_plain):
             res.status, res.guard = P.REJECTED, "timer"
-            res.error = (f"reported median {cand['median_ms']:.3f} ms but the judge saw {med_wall:.3f} ms by wall "
+            res.error = (f"reported median {med_plain:.3f} ms but the judge saw {med_wall:.3f} ms by wall "
                          f"clock (IPC round trip {ping_ms:.3f} ms): the timer was tampered with or work escaped it")
             return False
         res.timing = cand
