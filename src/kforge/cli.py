@@ -189,7 +189,7 @@ def eval_cmd(candidate: Path, problem_ref: str, backend: str, shape: str, device
              overrides: tuple[str, ...], as_json: bool) -> None:
     """Judge one CANDIDATE file against a problem and print its result."""
     from kforge.api import code_hash
-    from kforge.engine import InfrastructureError
+    from kforge.engine import InfrastructureError, build_request
     from kforge.executors.local import LocalExecutor
     from kforge.options import RecipeError
     from kforge.plugins import get_registry
@@ -230,19 +230,7 @@ def eval_cmd(candidate: Path, problem_ref: str, backend: str, shape: str, device
         try:
             kind = executor.device_info.get("device_kind")
             shape_name = ("main" if kind == "cuda" else "small") if shape == "auto" else shape
-            req = P.EvalRequest(
-                request_id=code_hash(code), problem_id=problem.id, problem_source=problem.source,
-                candidate_source=code, backend=be.name, loader=be.runtime_loader, shape_name=shape_name,
-                shape=problem.shape(shape_name), dtype=problem.dtype,
-                atol=ev["atol"] if ev["atol"] is not None else problem.atol,
-                rtol=ev["rtol"] if ev["rtol"] is not None else problem.rtol,
-                trials=ev["trials"], warmup=ev["warmup"], min_samples=ev["min_samples"],
-                max_samples=ev["max_samples"], max_timing_s=ev["max_timing_s"], target_rel_se=ev["target_rel_se"],
-                flush_l2=ev["flush_l2"], compile_timeout_s=ev["compile_timeout_s"],
-                run_timeout_s=ev["run_timeout_s"], flops=problem.flops, bytes=problem.bytes, inplace=problem.inplace,
-                compile_modes=list(ev["baseline_compile"] or []), profile_check=ev["profile_check"],
-                aa_tolerance=ev["aa_tolerance"], heldout_trials=ev["heldout_trials"],
-                heldout=list(problem.shapes.get("heldout") or []) if ev["heldout"] and shape_name == "main" else [])
+            req = build_request(problem, code, code_hash(code), be, shape_name, ev, 0)
             return await executor.evaluate(req)
         finally:
             await executor.shutdown()

@@ -60,6 +60,25 @@ def load_problems(recipe: Recipe, registry: Registry) -> list[Problem]:
     return problems
 
 
+def build_request(problem: Problem, code: str, request_id: str, backend: Any, shape_name: str,
+                  ev: dict[str, Any], init_seed: int) -> P.EvalRequest:
+    """The EvalRequest for one candidate: the problem at a shape, the [eval] settings, its backend."""
+    return P.EvalRequest(
+        request_id=request_id, problem_id=problem.id, problem_source=problem.source, candidate_source=code,
+        backend=backend.name, loader=backend.runtime_loader, shape_name=shape_name,
+        shape=problem.shape(shape_name), dtype=problem.dtype,
+        atol=ev["atol"] if ev["atol"] is not None else problem.atol,
+        rtol=ev["rtol"] if ev["rtol"] is not None else problem.rtol,
+        trials=ev["trials"], warmup=ev["warmup"], min_samples=ev["min_samples"], max_samples=ev["max_samples"],
+        max_timing_s=ev["max_timing_s"], target_rel_se=ev["target_rel_se"], flush_l2=ev["flush_l2"],
+        compile_timeout_s=ev["compile_timeout_s"], run_timeout_s=ev["run_timeout_s"],
+        init_seed=init_seed, flops=problem.flops, bytes=problem.bytes, inplace=problem.inplace,
+        compile_modes=list(ev["baseline_compile"] or []), profile_check=ev["profile_check"],
+        aa_tolerance=ev["aa_tolerance"], heldout_trials=ev["heldout_trials"],
+        # held-out shapes are GPU-sized: judged only when the run judges main shapes
+        heldout=list(problem.shapes.get("heldout") or []) if ev["heldout"] and shape_name == "main" else [])
+
+
 class Engine:
     def __init__(self, recipe: Recipe, run_dir: Path | None = None, registry: Registry | None = None,
                  resume: bool = False) -> None:
@@ -367,21 +386,8 @@ class Engine:
         return True
 
     def _request(self, cand: Candidate) -> P.EvalRequest:
-        prob = self.ctx.problems_by_id[cand.problem_id]
-        ev = self.recipe.tables["eval"]
-        return P.EvalRequest(
-            request_id=cand.id, problem_id=prob.id, problem_source=prob.source, candidate_source=cand.code,
-            backend=self.backend.name, loader=self.backend.runtime_loader, shape_name=self.shape_name,
-            shape=prob.shape(self.shape_name), dtype=prob.dtype,
-            atol=ev["atol"] if ev["atol"] is not None else prob.atol,
-            rtol=ev["rtol"] if ev["rtol"] is not None else prob.rtol,
-            trials=ev["trials"], warmup=ev["warmup"], min_samples=ev["min_samples"], max_samples=ev["max_samples"],
-            max_timing_s=ev["max_timing_s"], target_rel_se=ev["target_rel_se"], flush_l2=ev["flush_l2"],
-            compile_timeout_s=ev["compile_timeout_s"], run_timeout_s=ev["run_timeout_s"],
-            init_seed=self.ctx.seed, flops=prob.flops, bytes=prob.bytes, inplace=prob.inplace,
-            compile_modes=list(ev["baseline_compile"] or []), profile_check=ev["profile_check"],
-            aa_tolerance=ev["aa_tolerance"], heldout_trials=ev["heldout_trials"],
-            heldout=list(prob.shapes.get("heldout") or []) if ev["heldout"] and self.shape_name == "main" else [])
+        return build_request(self.ctx.problems_by_id[cand.problem_id], cand.code, cand.id, self.backend,
+                             self.shape_name, self.recipe.tables["eval"], self.ctx.seed)
 
     async def _evaluate(self, cand: Candidate, proposal: Proposal) -> tuple[Candidate, Proposal, P.EvalResult]:
         result = await self.executor.evaluate(self._request(cand))
