@@ -312,13 +312,20 @@ def problems_list(source: str, as_json: bool) -> None:
 @click.argument("problem_id")
 @click.option("--source", default="builtin", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--device", "device_name", default=None,
+              help="GPU name for the roofline floor (default: this machine's first GPU, from nvidia-smi).")
 @_guard
-def problems_show(problem_id: str, source: str, as_json: bool) -> None:
-    """Show one problem: metadata, shapes, FLOP and byte counts, and its source."""
+def problems_show(problem_id: str, source: str, as_json: bool, device_name: str | None) -> None:
+    """Show one problem: metadata, shapes, FLOP and byte counts, roofline floor, and its source."""
+    from kforge.executors.local import gpu_names
     from kforge.problems import select
+    from kforge.runtime.meta import roofline_floor_ms
 
     (p,) = select(_load_source(source), [problem_id], None)
-    shapes = {name: {"values": p.shape(name), "flops": p.flops_at(name), "bytes": p.bytes_at(name)}
+    gpu = device_name or next(iter(gpu_names()), None)
+    info = {"device_kind": "cuda", "device": gpu} if gpu else {}
+    shapes = {name: {"values": p.shape(name), "flops": p.flops_at(name), "bytes": p.bytes_at(name),
+                     "roofline_floor_ms": roofline_floor_ms(info, p.flops_at(name), p.bytes_at(name), p.dtype)}
               for name in ("main", "small") if p.has_shape(name)}
     data = p.summary() | {"shape_detail": shapes, "solutions": {k: str(v) for k, v in p.solutions().items()},
                           "source_code": p.source}
@@ -329,7 +336,11 @@ def problems_show(problem_id: str, source: str, as_json: bool) -> None:
     for name, d in shapes.items():
         flops = f"{d['flops']:.3g}" if d["flops"] else "?"
         nbytes = f"{d['bytes']:.3g}" if d["bytes"] else "?"
-        click.echo(f"  {name}: {d['values']}  FLOPs {flops}, bytes {nbytes}")
+        floor = (f", roofline floor {d['roofline_floor_ms']:.4f} ms on {gpu} (datasheet)"
+                 if d["roofline_floor_ms"] else "")
+        click.echo(f"  {name}: {d['values']}  FLOPs {flops}, bytes {nbytes}{floor}")
+    if not gpu:
+        click.echo("  (no GPU here: pass --device 'NVIDIA H100 80GB HBM3' to see the roofline floor on one)")
     for i, h in enumerate(p.shapes.get("heldout") or []):
         click.echo(f"  heldout:{i}: {h}")
     if data["solutions"]:

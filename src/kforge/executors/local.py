@@ -38,6 +38,19 @@ def visible_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
 
 
+def gpu_names() -> list[str]:
+    """Names of the visible GPUs from nvidia-smi (no torch), e.g. ['NVIDIA H100 80GB HBM3']."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return []
+    try:
+        out = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=15)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+
 class JudgeWorker:
     def __init__(self, index: int, gpu: str | None, log_path: Path | None) -> None:
         self.index, self.gpu, self.log_path = index, gpu, log_path

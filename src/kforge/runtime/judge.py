@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from kforge.runtime import protocol as P
+from kforge.runtime.meta import ROOFLINE_MARGIN, roofline_floor_ms
 from kforge.runtime.problem import (
     DEFAULT_TOLERANCE,
     DISTRIBUTIONS,
@@ -618,7 +619,7 @@ class Judge:
             res.speedup_vs_compile = first / cand["median_ms"]
         names = dict(module.__dict__)
         flops, nbytes = eval_expr(req.flops, names), eval_expr(req.bytes, names)
-        res.roofline_floor_ms = _roofline_floor_ms(self.info, flops, nbytes, req.dtype)
+        res.roofline_floor_ms = roofline_floor_ms(self.info, flops, nbytes, req.dtype)
         if res.roofline_floor_ms:
             res.roofline_fraction = res.roofline_floor_ms / cand["median_ms"]
             if cand["median_ms"] < ROOFLINE_MARGIN * res.roofline_floor_ms:
@@ -631,26 +632,6 @@ class Judge:
             res.flags.append("launch_bound")
         res.status = P.CORRECT
         return True
-
-
-# Datasheet ceilings per device name fragment: memory bytes/s, and the fastest FLOP/s any legitimate
-# kernel could use (TF32 tensor cores for fp32 problems, dense bf16/fp16 tensor cores otherwise), so
-# the floor never rejects a real kernel. Measured ceilings are lower, so the floor is conservative.
-_PEAKS = {"H200": (4.8e12, 494e12, 989e12), "H100": (3.35e12, 494e12, 989e12), "A100": (2.04e12, 156e12, 312e12)}
-ROOFLINE_MARGIN = 0.9  # a time under 90% of the floor is rejected
-
-
-def _roofline_floor_ms(info: dict[str, Any], flops: float | None, nbytes: float | None,
-                       dtype: str = "float32") -> float | None:
-    if info.get("device_kind") != "cuda":
-        return None
-    name = str(info.get("device", ""))
-    for key, (bw, tf32, half) in _PEAKS.items():
-        if key in name:
-            peak = tf32 if dtype in ("float32", "float64") else half
-            times = [x for x in ((nbytes or 0) / bw, (flops or 0) / peak) if x > 0]
-            return max(times) * 1e3 if times else None
-    return None
 
 
 _KERNEL_PATTERNS = {

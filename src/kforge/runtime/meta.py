@@ -70,3 +70,23 @@ def strip_metadata(source: str) -> str:
     while "\n\n\n\n" in text:
         text = text.replace("\n\n\n\n", "\n\n\n")
     return text
+
+
+# Datasheet ceilings per device name fragment: memory bytes/s, and the fastest FLOP/s any legitimate
+# kernel could use (TF32 tensor cores for fp32 problems, dense bf16/fp16 tensor cores otherwise), so
+# the floor never rejects a real kernel. Measured ceilings are lower, so the floor is conservative.
+_PEAKS = {"H200": (4.8e12, 494e12, 989e12), "H100": (3.35e12, 494e12, 989e12), "A100": (2.04e12, 156e12, 312e12)}
+ROOFLINE_MARGIN = 0.9  # a time under 90% of the floor is rejected
+
+
+def roofline_floor_ms(info: dict[str, Any], flops: float | None, nbytes: float | None,
+                       dtype: str = "float32") -> float | None:
+    if info.get("device_kind") != "cuda":
+        return None
+    name = str(info.get("device", ""))
+    for key, (bw, tf32, half) in _PEAKS.items():
+        if key in name:
+            peak = tf32 if dtype in ("float32", "float64") else half
+            times = [x for x in ((nbytes or 0) / bw, (flops or 0) / peak) if x > 0]
+            return max(times) * 1e3 if times else None
+    return None
