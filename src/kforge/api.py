@@ -7,9 +7,8 @@ them) and are registered through the hooks in :mod:`kforge.hookspecs`.
 from __future__ import annotations
 
 import hashlib
-import io
 import random
-import tokenize
+import re
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -31,14 +30,17 @@ def rng_for(run_seed: int, component: str, *step: Any) -> random.Random:
     return random.Random(derive_seed(run_seed, component, *step))
 
 
+_COMMENT_LINE = re.compile(r"(?m)^[ \t]*#[^\n]*\n?")
+_TRAILING_COMMENT = re.compile(r"(?m)[ \t]+#[^\n'\"]*$")  # only where no quote follows: never inside a string
+
+
 def normalise_code(code: str) -> str:
-    """Code without comments, trailing spaces or blank lines: the key for deduplication."""
-    text = code.replace("\r\n", "\n")
-    try:
-        tokens = [t for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.type != tokenize.COMMENT]
-        text = tokenize.untokenize(tokens)
-    except (tokenize.TokenError, IndentationError, SyntaxError):
-        pass  # not valid Python: compare it as text
+    """Code without comments, trailing spaces or blank lines: the key for deduplication.
+
+    Regular expressions, not the tokenizer: this runs for every generated candidate (and a tuner
+    checks many variants per proposal). A comment it cannot safely strip is kept, so two candidates
+    that differ only there are judged twice, never merged wrongly."""
+    text = _TRAILING_COMMENT.sub("", _COMMENT_LINE.sub("", code.replace("\r\n", "\n")))
     return "\n".join(line.rstrip() for line in text.split("\n") if line.strip())
 
 
