@@ -199,7 +199,7 @@ def test_eval_rejects_a_candidate_without_a_kernel(tmp_path: Path, isolated_env:
                           capture_output=True, text=True, env=isolated_env, cwd=REPO, timeout=120)
     assert proc.returncode == 1
     result = json.loads(proc.stdout)
-    assert result["status"] == "rejected" and result["guard"] == "static"
+    assert result["status"] == "rejected" and result["guard"] == "needs-kernel"
     assert "triton.jit" in result["error"]
 
 

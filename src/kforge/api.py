@@ -105,6 +105,7 @@ class RunContext:
         self.recipe = recipe
         self.run_dir = run_dir
         self.device: dict[str, Any] = {}  # the judge's device info, once the executor has started
+        self.generator: Generator | None = None  # lent to searches that train it (TTT)
         self.shape_name = "small"
 
     def rng(self, component: str, *step: Any) -> random.Random:

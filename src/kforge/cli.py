@@ -73,8 +73,10 @@ def cli() -> None:
 @click.option("--dry-run", is_flag=True, help="Print the resolved plan and exit.")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write the run here instead of a new folder under [run] out.")
+@click.option("--tui", is_flag=True, help="Watch the run in the dashboard.")
 @_guard
-def run(recipe: Path, overrides: tuple[str, ...], as_json: bool, dry_run: bool, run_dir: Path | None) -> None:
+def run(recipe: Path, overrides: tuple[str, ...], as_json: bool, dry_run: bool, run_dir: Path | None,
+        tui: bool) -> None:
     """Run RECIPE: generate candidates, judge them, stream a live speedup table."""
     from kforge.engine import Engine
     from kforge.options import RecipeError
@@ -92,6 +94,12 @@ def run(recipe: Path, overrides: tuple[str, ...], as_json: bool, dry_run: bool, 
         else:
             _print_plan(plan)
         return
+    if tui:
+        if as_json:
+            raise RecipeError("--tui and --json don't go together: the dashboard reads the run's store")
+        from kforge.commands.tui import run_tui
+
+        sys.exit(run_tui(recipe, overrides=overrides, extra_args=["--run-dir", str(run_dir)] if run_dir else []))
     sys.exit(_execute(engine, as_json))
 
 
@@ -189,7 +197,7 @@ def eval_cmd(candidate: Path, problem_ref: str, backend: str, shape: str, device
              overrides: tuple[str, ...], as_json: bool) -> None:
     """Judge one CANDIDATE file against a problem and print its result."""
     from kforge.api import code_hash
-    from kforge.engine import InfrastructureError, build_request
+    from kforge.engine import InfrastructureError, build_request, static_rejection
     from kforge.executors.local import LocalExecutor
     from kforge.options import RecipeError
     from kforge.plugins import get_registry
@@ -221,8 +229,7 @@ def eval_cmd(candidate: Path, problem_ref: str, backend: str, shape: str, device
     async def go() -> P.EvalResult:
         static = be.static_check(code)
         if static:
-            return P.EvalResult(request_id=code_hash(code), problem_id=problem.id, status=P.REJECTED,
-                                guard="static", error="; ".join(static), device="static check (not run)")
+            return static_rejection(code_hash(code), problem.id, static)
         try:
             await executor.start()
         except Exception as exc:  # noqa: BLE001
@@ -357,8 +364,12 @@ def _load_source(source: str) -> list[Any]:
 
 def _add_builtin_commands() -> None:
     from kforge.commands import prompt_cmd
+    from kforge.commands.modal import modal_group
+    from kforge.commands.report import compare_cmd, report_cmd
+    from kforge.commands.tui import tui_cmd
 
-    cli.add_command(prompt_cmd)
+    for cmd in (prompt_cmd, modal_group, tui_cmd, report_cmd, compare_cmd):
+        cli.add_command(cmd)
 
 
 _add_builtin_commands()

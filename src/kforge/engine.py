@@ -7,6 +7,7 @@ import contextlib
 import datetime as _dt
 import json
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -60,6 +61,14 @@ def load_problems(recipe: Recipe, registry: Registry) -> list[Problem]:
     return problems
 
 
+def static_rejection(request_id: str, problem_id: str, problems: list[str]) -> P.EvalResult:
+    """The result for a candidate the static checks rejected; its guard is the first rule broken."""
+    m = re.match(r"rule ([\w-]+)", problems[0])
+    return P.EvalResult(request_id=request_id, problem_id=problem_id, status=P.REJECTED,
+                        guard=m.group(1) if m else "static", error="; ".join(problems),
+                        device="static check (not run)")
+
+
 def build_request(problem: Problem, code: str, request_id: str, backend: Any, shape_name: str,
                   ev: dict[str, Any], init_seed: int) -> P.EvalRequest:
     """The EvalRequest for one candidate: the problem at a shape, the [eval] settings, its backend."""
@@ -74,7 +83,7 @@ def build_request(problem: Problem, code: str, request_id: str, backend: Any, sh
         compile_timeout_s=ev["compile_timeout_s"], run_timeout_s=ev["run_timeout_s"],
         init_seed=init_seed, flops=problem.flops, bytes=problem.bytes, inplace=problem.inplace,
         compile_modes=list(ev["baseline_compile"] or []), profile_check=ev["profile_check"],
-        aa_tolerance=ev["aa_tolerance"], heldout_trials=ev["heldout_trials"],
+        aa_tolerance=ev["aa_tolerance"], heldout_trials=ev["heldout_trials"], ops_check=ev["ops_check"],
         # held-out shapes are GPU-sized: judged only when the run judges main shapes
         heldout=list(problem.shapes.get("heldout") or []) if ev["heldout"] and shape_name == "main" else [])
 
@@ -102,6 +111,7 @@ class Engine:
         self.loggers = [cls() for cls in (reg.items.get("loggers", {})[n].impl for n in reg.names("loggers"))]
         self.ctx = RunContext(seed=recipe.tables["run"]["seed"], problems=self.problems, backend=self.backend,
                               recipe=recipe.to_dict(), run_dir=self.run_dir)
+        self.ctx.generator = self.generator
         self.shape_name = "small"
         self.results: list[dict[str, Any]] = []
         self.best: dict[str, float] = {}
@@ -167,8 +177,13 @@ class Engine:
             self.store.set_meta("name", self.recipe.name)
             self.store.set_meta("started", time.time())
         self.store.set_meta("status", "running")
-        for lg in self.loggers:
-            lg.setup(self.run_dir, self.recipe.to_dict())
+        for lg in list(self.loggers):
+            try:
+                lg.setup(self.run_dir, self.recipe.to_dict())
+            except Exception as exc:  # noqa: BLE001 - a broken logger must not stop the run
+                self.loggers.remove(lg)
+                print(f"warning: logger {lg.name!r} failed to start and is off: {exc}", file=sys.stderr)
+                continue
             self.bus.subscribe(lg.log)
         self.emit(E.make(E.RUN_STARTED, run_dir=str(self.run_dir), name=self.recipe.name,
                          problems=self.problem_ids, seed=self.ctx.seed, resumed=self.resume))
@@ -283,7 +298,8 @@ class Engine:
 
     async def _loop(self, started: float) -> None:
         in_flight = sum(len(tag[1]) if tag[0] == "gen" else 1 for tag in self._tags.values())
-        lookahead = max(self.executor.capacity, 1) * 2
+        # a search may want whole batches in flight (TTT generates G x K rollouts together)
+        lookahead = max(max(self.executor.capacity, 1) * 2, int(getattr(self.search, "lookahead", 0) or 0))
         while True:
             while self._budget_left(started) and in_flight < lookahead and not self.search.done():
                 room = lookahead - in_flight
@@ -377,9 +393,7 @@ class Engine:
                          generator=gen.generator, proposal=proposal.id))
         problems = self.backend.static_check(gen.code)
         if problems:
-            rule = problems[0].split(" (", 1)[0].removeprefix("rule ") if problems[0].startswith("rule ") else "static"
-            res = P.EvalResult(request_id=cid, problem_id=proposal.problem_id, status=P.REJECTED, guard=rule,
-                               error="; ".join(problems), device="static check (not run)")
+            res = static_rejection(cid, proposal.problem_id, problems)
             self._record(cand, proposal, res)
             return False
         self._spawn(self._evaluate(cand, proposal), ("eval", cand))

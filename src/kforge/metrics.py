@@ -10,7 +10,7 @@ FAST_P = (0.0, 0.5, 0.8, 1.0, 1.5, 2.0)
 
 
 def best_per_problem(results: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The correct result with the highest speedup for each problem (or the latest result if none)."""
+    """The correct result with the highest speedup for each problem (or its first result if none is correct)."""
     best: dict[str, dict[str, Any]] = {}
     for r in results:
         pid = r["problem_id"]

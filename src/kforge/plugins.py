@@ -32,7 +32,10 @@ DEFAULT_PLUGINS = (
     "kforge.generators.anthropic",
     "kforge.generators.tune",
     "kforge.searches.best_of_n",
+    "kforge.searches.evolution",
+    "kforge.searches.refine",
     "kforge.executors.local",
+    "kforge.executors.modal",
     "kforge.problems.sources",
     "kforge.loggers",
 )

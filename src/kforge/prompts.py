@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from kforge.api import Backend
     from kforge.problems import Problem
 
-SECTIONS = ("system", "user", "problem", "backend", "example", "device", "parent", "feedback", "rules", "task")
+SECTIONS = ("system", "user", "problem", "backend", "example", "device", "parent", "second_parent", "history",
+            "feedback", "inspirations", "rules", "task")
 
 # Dense (no sparsity) figures from NVIDIA's datasheets. Matched against the device name that torch
 # reports, most specific first.
@@ -69,6 +70,9 @@ PLACEHOLDERS: dict[str, str] = {
     "device_specs": "one line of datasheet figures (bandwidth, peak FLOP/s) or ''",
     "parent_code": "the candidate to improve ('' without one)",
     "feedback_text": "feedback on an earlier candidate, as lines ('' without any)",
+    "second_parent_code": "a second program to combine with the parent (crossover; '' without one)",
+    "history_text": "one line per earlier turn of a refinement chain ('' without any)",
+    "inspirations_text": "other programs for the problem with their speedups ('' without any)",
     # sections, usable in the user template (each already rendered from its own template)
     "problem": "the rendered problem section",
     "backend": "the rendered backend section",
@@ -76,6 +80,9 @@ PLACEHOLDERS: dict[str, str] = {
     "device": "the rendered device section",
     "parent": "the rendered parent section ('' without a parent)",
     "feedback": "the rendered feedback section ('' without feedback)",
+    "second_parent": "the rendered crossover section ('' without a second parent)",
+    "history": "the rendered history section ('' without history)",
+    "inspirations": "the rendered inspirations section ('' without inspirations)",
     "rules": "the rendered rules section",
     "task": "the rendered task section (full module or SEARCH/REPLACE edits)",
 }
@@ -87,7 +94,8 @@ DEFAULTS: dict[str, str] = {
         "about memory traffic, parallelism and the roofline before writing code, and you answer with code "
         "that runs as written."
     ),
-    "user": "$problem\n\n$backend\n\n$example\n\n$device\n\n$parent\n\n$feedback\n\n$rules\n\n$task",
+    "user": ("$problem\n\n$backend\n\n$example\n\n$device\n\n$inspirations\n\n$parent\n\n$second_parent\n\n"
+             "$history\n\n$feedback\n\n$rules\n\n$task"),
     "problem": (
         "You are given this PyTorch reference (problem `$problem_id`: $problem_name, dtype $problem_dtype):\n\n"
         "```python\n$problem_source```"
@@ -100,6 +108,11 @@ DEFAULTS: dict[str, str] = {
     "device": "Target device: $device_name.$device_specs",
     "parent": "Here is the current candidate to improve:\n\n```python\n$parent_code```",
     "feedback": "Feedback on that candidate from the judge:\n$feedback_text",
+    "second_parent": ("Here is a second program for the same problem. Combine the best ideas of both:\n\n"
+                      "```python\n$second_parent_code```"),
+    "history": "Earlier turns on this candidate, oldest first:\n$history_text",
+    "inspirations": "Other programs written for this problem, with their measured speedups, for ideas:\n\n"
+                    "$inspirations_text",
     "rules": (
         "Rules:\n"
         "- Define `class ModelNew(nn.Module)` with the same `__init__` and `forward` signatures as `Model`; it must "
@@ -126,7 +139,7 @@ DEFAULTS: dict[str, str] = {
 
 _VALUE_KEYS = ("problem_id", "problem_name", "problem_source", "problem_dtype", "backend_name", "backend_language",
                "backend_guidance", "example_problem_source", "example_solution", "device_name", "device_specs",
-               "parent_code", "feedback_text")
+               "parent_code", "feedback_text", "second_parent_code", "history_text", "inspirations_text")
 
 
 def device_specs(name: str | None) -> dict[str, Any] | None:
@@ -363,6 +376,28 @@ def example_pair(problem: Problem, backend_name: str, mode: str,
     return "", "", None
 
 
+def _history_text(history: Any) -> str:
+    """Refinement turns as one line each (a search passes dicts with a 'summary', or strings)."""
+    if not history:
+        return ""
+    lines = [str(h.get("summary", h)) if isinstance(h, dict) else str(h) for h in history]
+    return "\n".join(f"- {line}" for line in lines if line.strip())
+
+
+def _inspirations_text(inspirations: Any, max_programs: int = 4) -> str:
+    if not inspirations:
+        return ""
+    parts = []
+    for insp in list(inspirations)[:max_programs]:
+        code = insp.get("code") if isinstance(insp, dict) else None
+        if not code:
+            continue
+        s = insp.get("speedup")
+        label = f"speedup {s:.2f}x" if isinstance(s, (int, float)) else "not yet correct"
+        parts.append(f"Program ({label}):\n\n```python\n{_source(code)}```")
+    return "\n\n".join(parts)
+
+
 def build_prompt(problem: Problem, backend: Backend, device: dict[str, Any] | None,
                  params: dict[str, Any] | None, settings: PromptSettings | None = None) -> Prompt:
     """The system and user messages for one proposal.
@@ -386,6 +421,9 @@ def build_prompt(problem: Problem, backend: Backend, device: dict[str, Any] | No
         "device_name": device_name, "device_specs": specs,
         "parent_code": _source(parent) if parent else "",
         "feedback_text": format_feedback(params.get("feedback"), settings.feedback_max_chars),
+        "second_parent_code": _source(params["second_parent_code"]) if params.get("second_parent_code") else "",
+        "history_text": _history_text(params.get("history")),
+        "inspirations_text": _inspirations_text(params.get("inspirations")),
     }
     sections = {
         "problem": _fill(settings.template("problem"), values),
@@ -394,6 +432,9 @@ def build_prompt(problem: Problem, backend: Backend, device: dict[str, Any] | No
         "device": _fill(settings.template("device"), values),
         "parent": _fill(settings.template("parent"), values) if parent else "",
         "feedback": _fill(settings.template("feedback"), values) if values["feedback_text"] else "",
+        "second_parent": _fill(settings.template("second_parent"), values) if values["second_parent_code"] else "",
+        "history": _fill(settings.template("history"), values) if values["history_text"] else "",
+        "inspirations": _fill(settings.template("inspirations"), values) if values["inspirations_text"] else "",
         "rules": _fill(settings.template("rules"), values),
     }
     if ex_solution:

@@ -51,6 +51,7 @@ CORE_OPTIONS: dict[str, OptionSet] = {
         Option("heldout", bool, True, "also judge correctness on the problem's held-out shapes (main shapes only)"),
         Option("heldout_trials", int, 2, "correctness trials per held-out shape", minimum=1),
         Option("profile_check", bool, True, "on a GPU, the profiler must see the candidate launch a kernel it defines"),
+        Option("ops_check", bool, True, "reject a forward that runs every compute op of the reference (library fallback)"),
         Option("aa_tolerance", float, 0.01, "flag a result as noisy when the baseline's A/A ratio is off by more"),
         Option("compile_timeout_s", float, 300.0, "timeout for loading/compiling one candidate", minimum=1),
         Option("run_timeout_s", float, 60.0, "timeout for one call of a candidate", minimum=1),

@@ -172,8 +172,10 @@ class LocalExecutor(Executor):
         worker = await self.idle.get()
         # The judge enforces every per-call timeout itself; this outer limit only catches a judge that
         # stopped answering, so it bounds the sum of those timeouts (2 calls per timing round + 1 over).
-        limit = (req.compile_timeout_s + req.run_timeout_s * (2 * req.trials + req.warmup + 8)
-                 + req.max_timing_s + 2 * req.run_timeout_s + 300)
+        heldout_calls = len(req.heldout) * (req.heldout_trials + 1)
+        limit = (req.compile_timeout_s * (1 + len(req.heldout) + 1)
+                 + req.run_timeout_s * (2 * req.trials + req.warmup + 8 + heldout_calls + 4)
+                 + 2 * (req.max_timing_s + 2 * req.run_timeout_s) + 300)  # twice: a >10x speedup is re-timed
         try:
             result = await worker.evaluate(req, timeout=limit)
         except asyncio.CancelledError:

@@ -1,0 +1,115 @@
+"""The modal executor's options, its dry-run plan (app, image, GPU, fan-out, cost estimate) and the
+Modal recipe, all without Modal's service (and without importing the Modal client)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kforge.executors.modal import GPU_USD_PER_HOUR, ModalExecutor, ModalSettings
+from kforge.options import RecipeError
+
+REPO = Path(__file__).resolve().parents[2]
+MODAL_RECIPE = REPO / "recipes" / "modal.toml"
+
+
+def test_describe_prints_the_plan() -> None:
+    plan = ModalExecutor(gpu="H100!", max_containers=6, est_seconds_per_candidate=30.0,
+                         est_container_start_s=40.0, scaledown_window_s=20).describe(candidates=100)
+    assert plan["app"] == "kforge" and plan["gpu"] == "H100!" and plan["gpu_policy"].startswith("pinned")
+    image = plan["image"]
+    assert image["base"].startswith("nvidia/cuda:") and "-devel-" in image["base"]
+    assert set(image["pins"]) == {"torch", "triton", "numpy"} and image["cutlass_headers"]
+    assert "add_local_python_source" in image["kforge"]
+    assert plan["fan_out"]["max_containers"] == 6 and "no batch barrier" in plan["fan_out"]["results"]
+    assert plan["retries"]["for"].startswith("infrastructure faults only")
+    cost = plan["estimated_cost"]
+    per_s = GPU_USD_PER_HOUR["H100"] / 3600
+    assert cost["usd"] == round(100 * 30.0 * per_s + 6 * (40.0 + 20) * per_s, 2)
+    assert cost["candidates"] == 100 and "estimate" in cost["note"]
+
+
+def test_without_a_candidate_count_the_estimate_is_per_candidate() -> None:
+    cost = ModalExecutor().describe()["estimated_cost"]
+    assert cost["usd_per_candidate"] > 0 and cost["usd_per_100_candidates"] > 0 and cost["candidates"] is None
+
+
+def test_a_gpu_list_needs_allow_fallback() -> None:
+    with pytest.raises(RecipeError, match="allow_fallback"):
+        ModalSettings.from_options({"gpu": ["H100!", "H200"]})
+    plan = ModalExecutor(gpu=["H100!", "A100-80GB"], allow_fallback=True).describe(candidates=10)
+    assert plan["gpu"] == ["H100!", "A100-80GB"] and plan["gpu_policy"].startswith("fallback")
+    assert plan["estimated_cost"]["gpu_usd_per_hour"] == GPU_USD_PER_HOUR["H100"]  # the dearest: an upper bound
+    assert ModalSettings.from_options({"gpu": ["L40S"]}).gpu == "L40S"  # a one-item list is a single GPU
+
+
+@pytest.mark.parametrize("bad", ["H100; rm -rf /", "", "H100:x"])
+def test_a_malformed_gpu_is_refused(bad: str) -> None:
+    with pytest.raises(RecipeError, match="executor.gpu"):
+        ModalSettings.from_options({"gpu": bad})
+
+
+def test_prices_come_from_the_recipe_when_given() -> None:
+    cost = ModalExecutor(gpu="H100!:2", gpu_usd_per_hour={"H100": 2.0}).describe(candidates=1)["estimated_cost"]
+    assert cost["gpu_usd_per_hour"] == 4.0  # two GPUs per container
+    unknown = ModalExecutor(gpu="X9000").describe(candidates=1)["estimated_cost"]
+    assert unknown["usd"] is None and "gpu_usd_per_hour" in unknown["price_basis"]
+    with pytest.raises(RecipeError, match="gpu_usd_per_hour.H100"):
+        ModalSettings.from_options({"gpu_usd_per_hour": {"H100": "cheap"}})
+
+
+def test_the_modal_recipe_validates_and_plans(modal_registry) -> None:
+    from kforge.engine import Engine
+    from kforge.recipe import load_recipe
+
+    recipe = load_recipe(MODAL_RECIPE, registry=modal_registry)
+    executor = recipe.tables["executor"]
+    assert executor["name"] == "modal" and executor["gpu"] == "H100!" and executor["allow_fallback"] is False
+    assert recipe.tables["generator"]["name"] in ("anthropic", "openai")  # an API generator
+    assert Path(recipe.tables["problems"]["source"]).is_dir()  # a KernelBench-format problem directory
+    engine = Engine(recipe, registry=modal_registry)
+    plan = engine.plan()["executor"]["plan"]
+    assert plan["app"] == "kforge" and plan["gpu"] == "H100!" and plan["fan_out"]["max_containers"] == 8
+    assert plan["estimated_cost"]["usd_per_candidate"] > 0
+    with_budget = engine.executor.describe(candidates=recipe.tables["budget"]["candidates"])
+    assert with_budget["estimated_cost"]["usd"] > 0
+
+
+def test_planning_imports_neither_modal_nor_torch(isolated_env: dict[str, str]) -> None:
+    code = f"""
+import importlib, json, sys, pluggy
+from kforge import hookspecs
+from kforge.plugins import DEFAULT_PLUGINS, build_registry
+from kforge.recipe import load_recipe
+from kforge.engine import Engine
+import kforge.commands.modal
+pm = pluggy.PluginManager("kforge"); pm.add_hookspecs(hookspecs)
+for name in (*DEFAULT_PLUGINS, "kforge.executors.modal"):
+    if not pm.has_plugin(name):
+        pm.register(importlib.import_module(name), name=name)
+reg = build_registry(pm)
+Engine(load_recipe({str(MODAL_RECIPE)!r}, registry=reg), registry=reg).plan()
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("modal", "torch", "triton"))))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=isolated_env,
+                          cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+def test_kforge_run_dry_run_prints_the_modal_plan(kforge_cli, isolated_env: dict[str, str]) -> None:
+    from kforge.plugins import DEFAULT_PLUGINS
+
+    if "kforge.executors.modal" not in DEFAULT_PLUGINS:
+        pytest.skip("the modal executor is not in DEFAULT_PLUGINS yet")
+    proc = kforge_cli("run", MODAL_RECIPE, "--dry-run", "--json", env=isolated_env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert plan["event"] == "plan"
+    executor = plan["executor"]["plan"]
+    assert executor["gpu"] == "H100!" and executor["image"]["pins"]["torch"]
+    assert executor["fan_out"]["max_containers"] == 8 and "estimate" in executor["estimated_cost"]["note"]
