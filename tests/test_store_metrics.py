@@ -231,3 +231,15 @@ def test_pass_at_k_closed_form_for_larger_n() -> None:
         expected = 1 - Fraction(math.comb(n - c, k), math.comb(n, k))
         assert pass_at_k(n, c, k) == pytest.approx(float(expected), rel=1e-9, abs=1e-12)
     assert pass_at_k(10, 3, 1) == pytest.approx(0.3)
+
+
+def test_summary_reports_pass_at_k_over_problems_with_enough_samples() -> None:
+    from kforge.metrics import pass_at_k, summarise_run
+
+    results = [{"problem_id": "a", "status": s, "speedup": 1.0 if s == "correct" else None}
+               for s in ["correct", "incorrect", "incorrect", "incorrect", "incorrect"]]
+    results += [{"problem_id": "b", "status": "incorrect", "speedup": None}]
+    summary = summarise_run(results, ["a", "b"])
+    assert summary["pass_at_k"]["1"] == (pass_at_k(5, 1, 1) + pass_at_k(1, 0, 1)) / 2
+    assert summary["pass_at_k"]["5"] == 1.0  # only problem a has 5 samples, and one of them is correct
+    assert "10" not in summary["pass_at_k"]

@@ -59,7 +59,18 @@ def summarise_run(results: list[dict[str, Any]], problem_ids: list[str]) -> dict
     correct = statuses.get("correct", 0)
     best_speedups = [best[p]["speedup"] for p in problem_ids if p in best and best[p].get("status") == "correct"
                      and best[p].get("speedup") is not None]
+    per_problem: dict[str, list[int]] = {}
+    for r in results:
+        n_c = per_problem.setdefault(r["problem_id"], [0, 0])
+        n_c[0] += 1
+        n_c[1] += r.get("status") == "correct"
+    pass_k = {}
+    for k in (1, 5, 10):
+        vals = [pass_at_k(n, c, k) for n, c in per_problem.values() if n >= k]
+        if vals:
+            pass_k[str(k)] = sum(vals) / len(vals)  # mean over the problems with at least k samples
     return {
+        "pass_at_k": pass_k,
         "problems": len(problem_ids),
         "candidates": len(results),
         "correct": correct,
