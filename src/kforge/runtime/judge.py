@@ -171,6 +171,11 @@ class Sandbox:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def cuda_arch(major: int, minor: int) -> str:
+    """TORCH_CUDA_ARCH_LIST for this device: Hopper and later get the arch-specific target (sm_90a)."""
+    return f"{major}.{minor}a" if major >= 9 else f"{major}.{minor}"
+
+
 def device_info(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {
         "python": platform.python_version(), "torch": torch.__version__, "harness": HARNESS_VERSION,
@@ -186,6 +191,7 @@ def device_info(device: torch.device) -> dict[str, Any]:
         props = torch.cuda.get_device_properties(device)
         info.update(device=props.name, device_kind="cuda", cuda=torch.version.cuda,
                     sm=f"{props.major}{props.minor}", sm_count=props.multi_processor_count,
+                    cuda_arch=cuda_arch(props.major, props.minor),
                     memory_gb=round(props.total_memory / 2**30, 1),
                     l2_bytes=int(getattr(props, "L2_cache_size", 0) or 0))
         try:
@@ -275,6 +281,13 @@ class Judge:
         res.durations_s["total"] = round(time.perf_counter() - t_start, 4)
         return res
 
+    def _build_env(self, req: P.EvalRequest) -> dict[str, str]:
+        """The import's environment: the compile stage's, else this device's arch (what a build would use)."""
+        env = {k: str(v) for k, v in (req.build_env or {}).items()}
+        if self.info.get("cuda_arch"):
+            env.setdefault("TORCH_CUDA_ARCH_LIST", str(self.info["cuda_arch"]))
+        return env
+
     def _decode(self, sb: Sandbox, payload: Any) -> Any:
         try:
             return sb.chan.decode(payload, self.device)
@@ -316,7 +329,7 @@ class Judge:
         sb.wait_ready(timeout=max(req.compile_timeout_s, 120.0))
         reply = sb.call({"cmd": "load", "candidate_file": str(cand_file), "init_seed": req.init_seed,
                          "module_name": f"kforge_candidate_{req.request_id}".replace("-", "_"),
-                         "dtype": req.dtype, "flush_l2": req.flush_l2},
+                         "dtype": req.dtype, "flush_l2": req.flush_l2, "env": self._build_env(req)},
                         timeout=req.compile_timeout_s, tensors={"init": init_inputs})
         res.durations_s["compile"] = round(time.perf_counter() - t0, 4)
         if not reply.get("ok"):

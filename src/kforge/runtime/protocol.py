@@ -49,6 +49,9 @@ class EvalRequest:
     profile_check: bool = True  # on CUDA: the profiler must see a kernel defined in the candidate
     ops_check: bool = True  # reject a forward that runs every compute op of the reference
     aa_tolerance: float = 0.01
+    # Set by the executor's compile stage: environment for the sandbox's import (TORCH_EXTENSIONS_DIR
+    # pointing at a prebuilt cache entry, TORCH_CUDA_ARCH_LIST), so load_inline finds its build done.
+    build_env: dict[str, str] = field(default_factory=dict)
     version: int = PROTOCOL_VERSION
 
     def to_dict(self) -> dict[str, Any]:

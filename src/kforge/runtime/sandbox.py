@@ -108,6 +108,9 @@ def main(argv: list[str]) -> int:
             if cmd == "ping":
                 chan.send({"ok": True})
             elif cmd == "load":
+                # Where the compile stage left this candidate's build (and the arch it built for):
+                # set before the import so load_inline finds its extension already built.
+                os.environ.update({str(k): str(v) for k, v in (msg.get("env") or {}).items()})
                 try:
                     spec = importlib.util.spec_from_file_location(msg["module_name"], msg["candidate_file"])
                     assert spec is not None and spec.loader is not None
