@@ -193,6 +193,10 @@ class Executor(Plugin):
     def busy_fraction(self) -> float | None:
         return None
 
+    def stats(self) -> dict[str, Any]:
+        """Figures for the run summary (e.g. the compile stage's builds and cache hits)."""
+        return {}
+
     async def shutdown(self) -> None:  # noqa: B027 - optional hook
         pass
 

@@ -227,6 +227,8 @@ class Engine:
         if busy is not None:
             key = "gpu_busy_fraction" if self.ctx.device.get("device_kind") == "cuda" else "judge_busy_fraction"
             summary[key] = round(busy, 3)
+        if self.executor.stats():
+            summary["executor_stats"] = self.executor.stats()
         self.emit(E.make(E.SUMMARY, **summary))
         self.store.set_meta("status", "interrupted" if self.stop_reason == "interrupted" else "finished")
         self.store.set_meta("summary", summary)

@@ -20,7 +20,10 @@ from typing import Any
 from kforge.api import Executor
 from kforge.hookspecs import hookimpl
 from kforge.options import Option
+from kforge.runtime import build as B
 from kforge.runtime import protocol as P
+
+BUILD_TAIL_BYTES = 16 << 10
 
 
 def visible_gpus() -> list[str]:
@@ -127,6 +130,11 @@ class LocalExecutor(Executor):
                choices=("auto", "cuda", "cpu")),
         Option("gpus", list, None, "GPU indices to use (default: every visible GPU)", item_type=int),
         Option("workers", int, None, "number of judges on the CPU (default 1); on GPUs one per GPU", minimum=1),
+        Option("compile_workers", int, None,
+               "CPU processes building C++/CUDA extensions ahead of timing (default: the cores, less one "
+               "per judge); 0 compiles inside the sandbox instead", minimum=0),
+        Option("cache_dir", str, None, "the build cache (default: $KFORGE_CACHE_DIR, else "
+               "~/.cache/kforge/build); `kforge cache` lists and prunes it"),
     )
 
     def __init__(self, **options: Any) -> None:
@@ -136,6 +144,11 @@ class LocalExecutor(Executor):
         self.started_at = 0.0
         self.log_dir: Path | None = None
         self.device_info = {}
+        self.compile_workers = 0
+        self.cache_root = B.default_root()
+        self._compile_sem: asyncio.Semaphore | None = None
+        self._building: dict[str, asyncio.Future[Any]] = {}
+        self.build_stats = {"built": 0, "cached": 0, "errors": 0, "timeouts": 0, "seconds": 0.0}
 
     def plan_devices(self) -> list[str | None]:
         device = self.config.get("device") or "auto"
@@ -149,7 +162,16 @@ class LocalExecutor(Executor):
     def describe(self) -> dict[str, Any]:
         devices = self.plan_devices()
         return {"executor": self.name, "workers": len(devices),
-                "devices": ["cpu (Triton interpreter)" if d is None else f"cuda:{d}" for d in devices]}
+                "devices": ["cpu (Triton interpreter)" if d is None else f"cuda:{d}" for d in devices],
+                "compile_workers": self._plan_compile_workers(len(devices)),
+                "build_cache": str(self._cache_root())}
+
+    def _plan_compile_workers(self, judges: int) -> int:
+        n = self.config.get("compile_workers")
+        return int(n) if n is not None else max(1, (os.cpu_count() or 2) - judges)
+
+    def _cache_root(self) -> Path:
+        return Path(self.config["cache_dir"]).expanduser() if self.config.get("cache_dir") else B.default_root()
 
 
     async def start(self, log_dir: Any = None) -> None:
@@ -160,7 +182,12 @@ class LocalExecutor(Executor):
         self.workers = [JudgeWorker(i, d, (log_dir / f"judge-{i}.log") if log_dir else None)
                         for i, d in enumerate(devices)]
         await asyncio.gather(*(w.start() for w in self.workers))
-        self.capacity = len(self.workers)
+        self.compile_workers = self._plan_compile_workers(len(self.workers))
+        self.cache_root = self._cache_root()
+        self._compile_sem = asyncio.Semaphore(max(self.compile_workers, 1))
+        # Candidates in the compile stage and those compiled and waiting for a judge count as in
+        # flight: the engine keeps that many going, so the GPUs time while the CPUs build.
+        self.capacity = len(self.workers) + self.compile_workers
         self.device_info = self.workers[0].info
         self.idle = asyncio.Queue()
         for w in self.workers:
@@ -169,7 +196,133 @@ class LocalExecutor(Executor):
 
     async def evaluate(self, req: P.EvalRequest) -> P.EvalResult:
         assert self.idle is not None, "start() first"
+        build: dict[str, Any] = {}
+        if self.compile_workers > 0 and B.needs_build(req.candidate_source):
+            build = await self.prebuild(req)
+            if build.get("result") is not None:
+                return build["result"]
+            req.build_env = build["env"]
         worker = await self.idle.get()
+        result = await self._judge(worker, req)
+        if build:
+            result.durations_s["build"] = build["seconds"]
+            result.flags.append("build_cached" if build.get("cached") else "prebuilt")
+        return result
+
+    # -- the compile stage ------------------------------------------------------------------------
+    async def prebuild(self, req: P.EvalRequest) -> dict[str, Any]:
+        """Build ``req``'s extensions in a CPU process into the cache; returns the env for the sandbox,
+        or (under "result") the verdict when the build itself failed."""
+        assert self._compile_sem is not None, "start() first"
+        arch = self.device_info.get("cuda_arch")
+        key = B.cache_key(req.candidate_source, req.backend, arch, self.device_info)
+        entry = self.cache_root / key
+        env = {"TORCH_EXTENSIONS_DIR": str(entry / "ext")}
+        if arch:
+            env["TORCH_CUDA_ARCH_LIST"] = str(arch)
+        t0 = time.perf_counter()
+        pending = self._building.get(key)
+        if pending is not None:  # the same source is building for another request: share it
+            outcome = dict(await asyncio.shield(pending))
+            outcome["cached"] = True
+        else:
+            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._building[key] = fut
+            try:
+                outcome = await self._build_entry(req, key, entry, arch)
+                fut.set_result(outcome)
+            except BaseException as exc:
+                fut.set_exception(exc)
+                fut.exception()  # retrieved: a waiter re-raises it, nobody else needs to
+                raise
+            finally:
+                self._building.pop(key, None)
+        seconds = round(time.perf_counter() - t0, 3)
+        status = outcome.get("status")
+        out: dict[str, Any] = {"env": env, "seconds": seconds, "cached": bool(outcome.get("cached")), "key": key}
+        if status in ("error", "timeout"):
+            timeout = status == "timeout"
+            out["result"] = P.EvalResult(
+                request_id=req.request_id, problem_id=req.problem_id,
+                status=P.TIMEOUT if timeout else P.COMPILE_ERROR,
+                guard="compile_timeout" if timeout else "compile", error=outcome.get("error"),
+                log_tail=outcome.get("log_tail"), device=self.device_info.get("device"),
+                device_kind=self.device_info.get("device_kind"),
+                versions={k: v for k, v in self.device_info.items() if k not in ("device", "device_kind")},
+                durations_s={"build": seconds, "total": seconds}, shape_name=req.shape_name,
+                flags=["compile_stage"] + (["build_cached"] if out["cached"] else []))
+        elif status == "nobuild":
+            out["env"] = {k: v for k, v in env.items() if k != "TORCH_EXTENSIONS_DIR"}
+        return out
+
+    async def _build_entry(self, req: P.EvalRequest, key: str, entry: Path, arch: str | None) -> dict[str, Any]:
+        state, manifest, _why = await asyncio.to_thread(B.read_entry, entry)
+        if state in ("ok", "error"):
+            self.build_stats["cached"] += 1
+            return dict(manifest or {}, cached=True)
+        assert self._compile_sem is not None
+        async with self._compile_sem:
+            return await self._run_build_process(req, key, entry, arch)
+
+    async def _run_build_process(self, req: P.EvalRequest, key: str, entry: Path, arch: str | None
+                                 ) -> dict[str, Any]:
+        self.cache_root.mkdir(parents=True, exist_ok=True)
+        work = Path(self.log_dir) / "builds" if self.log_dir else self.cache_root / ".requests"
+        work.mkdir(parents=True, exist_ok=True)
+        req_file, res_file = work / f"{key}-{req.request_id}.json", work / f"{key}-{req.request_id}.result.json"
+        res_file.unlink(missing_ok=True)
+        req_file.write_text(json.dumps({"source": req.candidate_source, "entry": str(entry), "arch": arch,
+                                        "result": str(res_file), "versions": self.device_info}))
+        env = dict(os.environ)
+        src_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = src_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["CUDA_VISIBLE_DEVICES"] = ""  # the build needs the compiler, never a GPU
+        t0 = time.perf_counter()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "kforge.runtime.build", str(req_file), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env, start_new_session=True)
+        tail = bytearray()
+
+        async def drain() -> None:
+            assert proc.stdout is not None
+            while chunk := await proc.stdout.read(65536):
+                tail.extend(chunk)
+                del tail[:-BUILD_TAIL_BYTES]
+
+        reader = asyncio.ensure_future(drain())
+        try:
+            await asyncio.wait_for(proc.wait(), req.compile_timeout_s)
+        except asyncio.TimeoutError:
+            _killpg(proc.pid)
+            await proc.wait()
+            self.build_stats["timeouts"] += 1
+            # What was half-built is removed now rather than found corrupt later.
+            await asyncio.to_thread(B.remove_entry, self.cache_root, key)
+            return {"status": "timeout", "error": f"the build took longer than compile_timeout_s="
+                    f"{req.compile_timeout_s:g} s and was killed", "log_tail": _text_tail(tail)}
+        except asyncio.CancelledError:
+            _killpg(proc.pid)
+            raise
+        finally:
+            await asyncio.wait([reader], timeout=5)
+            req_file.unlink(missing_ok=True)
+        try:
+            outcome = json.loads(res_file.read_text())
+            res_file.unlink(missing_ok=True)
+        except (OSError, ValueError):
+            self.build_stats["errors"] += 1
+            return {"status": "nobuild", "error": f"the build process exited with {proc.returncode}",
+                    "log_tail": _text_tail(tail)}
+        self.build_stats["seconds"] += time.perf_counter() - t0
+        if outcome.get("status") == "ok":
+            self.build_stats["built"] += 1
+        elif outcome.get("status") == "error":
+            self.build_stats["errors"] += 1
+        outcome.setdefault("log_tail", _text_tail(tail))
+        return outcome
+
+    async def _judge(self, worker: JudgeWorker, req: P.EvalRequest) -> P.EvalResult:
+        assert self.idle is not None
         # The judge enforces every per-call timeout itself; this outer limit only catches a judge that
         # stopped answering, so it bounds the sum of those timeouts (2 calls per timing round + 1 over).
         heldout_calls = len(req.heldout) * (req.heldout_trials + 1)
@@ -209,8 +362,27 @@ class LocalExecutor(Executor):
         wall = (time.perf_counter() - self.started_at) * len(self.workers)
         return min(1.0, sum(w.busy_s for w in self.workers) / wall) if wall > 0 else None
 
+    def stats(self) -> dict[str, Any]:
+        if not any(self.build_stats.values()):
+            return {}
+        return {"compile_workers": self.compile_workers,
+                **{f"builds_{k}": (round(v, 2) if isinstance(v, float) else v) for k, v in self.build_stats.items()}}
+
     async def shutdown(self) -> None:
         await asyncio.gather(*(w.stop() for w in self.workers), return_exceptions=True)
+
+
+def _killpg(pid: int) -> None:
+    import signal
+
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _text_tail(buf: bytes | bytearray, limit: int = 4000) -> str:
+    return bytes(buf[-limit:]).decode(errors="replace")
 
 
 @hookimpl
