@@ -105,7 +105,8 @@ def judge_for() -> Any:
 
     def get(device: str) -> Any:
         if device not in judges:
-            judges[device] = Judge(device=device, keep_spare=False)
+            # On a GPU a spare sandbox starts (torch import, CUDA context) while the last case runs.
+            judges[device] = Judge(device=device, keep_spare=device == "cuda")
         return judges[device]
 
     yield get

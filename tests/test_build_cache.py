@@ -237,3 +237,58 @@ def test_cache_cli_lists_and_removes_one_entry(tmp_path: Path) -> None:
     assert out.exit_code != 0 and "no such entries" in out.output
     out = runner.invoke(cli, ["cache", "list", "--dir", str(root)])
     assert "corrupt" in out.output and "no manifest" in out.output
+
+
+CUDA_RELU = r'''
+import torch
+import torch.nn as nn
+from torch.utils.cpp_extension import load_inline
+
+CUDA = """
+#include <torch/extension.h>
+__global__ void relu_kernel(const float* __restrict__ x, float* __restrict__ y, long n) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = x[i] > 0.f ? x[i] : 0.f;
+}
+torch::Tensor relu_fwd(torch::Tensor x) {
+    auto xc = x.contiguous();
+    auto y = torch::empty_like(xc);
+    long n = xc.numel();
+    relu_kernel<<<(n + 255) / 256, 256>>>(xc.data_ptr<float>(), y.data_ptr<float>(), n);
+    return y;
+}
+"""
+ext = load_inline(name="kf_test_cuda_relu", cpp_sources="torch::Tensor relu_fwd(torch::Tensor x);",
+                  cuda_sources=CUDA, functions=["relu_fwd"], verbose=False)
+
+
+class ModelNew(nn.Module):
+    def forward(self, x):
+        return ext.relu_fwd(x)
+'''
+
+
+@pytest.mark.gpu
+def test_cuda_candidate_is_built_for_the_device_arch_on_the_cpu_and_only_linked_on_the_gpu(tmp_path: Path) -> None:
+    async def go():
+        ex = LocalExecutor(device="cuda", compile_workers=2, cache_dir=str(tmp_path / "cache"))
+        await ex.start(tmp_path / "logs")
+        try:
+            return ex.device_info, [await ex.evaluate(_request(CUDA_RELU, f"g{i}", profile_check=True))
+                                    for i in range(2)]
+        finally:
+            await ex.shutdown()
+
+    info, (first, second) = asyncio.run(go())
+    assert info["cuda_arch"].endswith("a") or int(info["sm"]) < 90
+    assert first.status == P.CORRECT, (first.error, first.log_tail)
+    assert second.status == P.CORRECT and "build_cached" in second.flags
+    assert any("relu_kernel" in k for k in first.kernels)
+    key = B.list_entries(tmp_path / "cache")[0]["key"]
+    ninja = next((tmp_path / "cache" / key).rglob("build.ninja")).read_text()
+    arch = info["cuda_arch"].replace(".", "")
+    assert f"sm_{arch}" in ninja or f"compute_{arch}" in ninja
+    # Building took tens of seconds on the CPU; the sandbox only linked the library.
+    assert first.durations_s["compile"] < 15
+    print("build", first.durations_s["build"], "sandbox import", first.durations_s["compile"],
+          "second import", second.durations_s["compile"])
