@@ -50,7 +50,7 @@ from kforge.runtime.problem import (
     load_problem_module,
 )
 from kforge.runtime.timing import Timer, summarise
-from kforge.runtime.wire import Channel, dtype_from_name
+from kforge.runtime.wire import Channel, PayloadTooLarge, dtype_from_name
 
 HARNESS_VERSION = "kforge-judge/1"
 LOG_TAIL_BYTES = 64 << 10
@@ -65,6 +65,21 @@ WALL_FLOOR_MS = 1.0
 WALL_SLACK_MS = 0.5
 WALL_SLACK_FRACTION = 0.5
 _COMPILE_EXC = ("SyntaxError", "IndentationError", "CompilationError", "CalledProcessError")
+# What one sandbox reply may carry: OUTPUT_SLACK x the bytes the judge expects back (the reference's
+# outputs, the inputs it handed over), never less than OUTPUT_FLOOR_BYTES, so a wrong shape or dtype
+# still reaches the comparison and gets its own verdict. Beyond that (a 2 GB output for a 1 MB
+# answer) the sandbox sends headers only and the judge refuses them unread: guard "output_size".
+OUTPUT_SLACK = 4
+OUTPUT_FLOOR_BYTES = 256 << 20
+# What a candidate in a CPU sandbox may allocate (RLIMIT_DATA: heap and private anonymous mappings,
+# on top of what the sandbox holds once torch is imported) is capped, so one that allocates without
+# bound gets an allocation error in its own process instead of driving the machine, the judge with
+# it, out of memory. KFORGE_SANDBOX_MEMORY_MB sets the cap (0: none); the default is half the
+# machine's memory, or of its cgroup's limit if lower. GPU sandboxes get none: the CUDA driver maps
+# far more host address space than it uses.
+SANDBOX_MEMORY_ENV = "KFORGE_SANDBOX_MEMORY_MB"
+SANDBOX_MEMORY_FRACTION = 0.5
+SANDBOX_MEMORY_MIN_MB = 1024  # less leaves a candidate too little to run: a typo, not a choice
 
 
 class SandboxDied(Exception):
@@ -79,10 +94,64 @@ class SandboxProtocolError(Exception):
     """The sandbox answered with something malformed: the candidate's doing, not kforge's."""
 
 
+class OutputTooLarge(Exception):
+    """The sandbox returned tensors far bigger than the judge expects: refused before reading them."""
+
+
+def _machine_memory() -> int | None:
+    """Bytes of memory this process's machine (or cgroup, if it is limited more) has."""
+    limits = []
+    try:
+        limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            limits.append(int(Path(path).read_text().strip()))
+        except (OSError, ValueError):  # absent, or "max"
+            pass
+    limits = [n for n in limits if n > 0]
+    return min(limits) if limits else None
+
+
+def sandbox_memory_limit(device_type: str) -> int | None:
+    """Bytes of data a sandbox on this device type may allocate (RLIMIT_DATA); None for no cap."""
+    if device_type != "cpu":
+        return None
+    raw = os.environ.get(SANDBOX_MEMORY_ENV, "").strip()
+    if not raw:
+        total = _machine_memory()
+        return int(total * SANDBOX_MEMORY_FRACTION) if total else None
+    try:
+        mb = float(raw)
+    except ValueError:
+        raise ValueError(f"{SANDBOX_MEMORY_ENV}={raw!r}: expected MiB (0 for no limit)") from None
+    if mb <= 0:
+        return None
+    if mb < SANDBOX_MEMORY_MIN_MB:
+        raise ValueError(f"{SANDBOX_MEMORY_ENV}={raw!r}: at least {SANDBOX_MEMORY_MIN_MB} MiB (0 for no limit)")
+    return int(mb * 2**20)
+
+
+def _tensor_bytes(obj: Any) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(x) for x in obj)
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(x) for x in obj.values())
+    return 0
+
+
+def reply_cap(*expected: Any) -> int:
+    """The most tensor bytes a sandbox reply may carry when the judge expects ``expected`` back."""
+    return max(OUTPUT_FLOOR_BYTES, OUTPUT_SLACK * sum(_tensor_bytes(x) for x in expected))
+
+
 class Sandbox:
     """A started sandbox process with its channel and a bounded tail of its output."""
 
-    def __init__(self, device: torch.device, root: Path) -> None:
+    def __init__(self, device: torch.device, root: Path, memory_limit: int | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="sb-", dir=root))
         j_read, s_write = os.pipe()
         s_read, j_write = os.pipe()
@@ -93,7 +162,8 @@ class Sandbox:
         src_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = src_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kforge.runtime.sandbox", str(s_read), str(s_write), str(self.dir), str(device)],
+            [sys.executable, "-m", "kforge.runtime.sandbox", str(s_read), str(s_write), str(self.dir), str(device),
+             str(memory_limit or 0)],
             pass_fds=(s_read, s_write), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, cwd=self.dir, env=env, start_new_session=True)
         os.close(s_read)
@@ -225,7 +295,8 @@ class Judge:
         self.root.mkdir(parents=True, exist_ok=True)
         self.info = device_info(self.device)
         self.keep_spare = keep_spare
-        self._spare: Sandbox | None = Sandbox(self.device, self.root) if keep_spare else None
+        self.sandbox_memory = sandbox_memory_limit(self.device.type)
+        self._spare: Sandbox | None = self._new_sandbox() if keep_spare else None
         self._sysrand = random.SystemRandom()
         self._compile_cache: dict[tuple[Any, ...], Any] = {}
         # Tensors shared with a sandbox by CUDA IPC live in their own memory pool, so the blocks a
@@ -243,9 +314,12 @@ class Judge:
             self._spare.kill()
             self._spare = None
 
+    def _new_sandbox(self) -> Sandbox:
+        return Sandbox(self.device, self.root, self.sandbox_memory)
+
     def _take_sandbox(self) -> Sandbox:
-        sb = self._spare or Sandbox(self.device, self.root)
-        self._spare = Sandbox(self.device, self.root) if self.keep_spare else None
+        sb = self._spare or self._new_sandbox()
+        self._spare = self._new_sandbox() if self.keep_spare else None
         return sb
 
     # ------------------------------------------------------------------------------------------
@@ -267,6 +341,8 @@ class Judge:
             res.status, res.guard, res.error = P.RUNTIME_ERROR, "crash", str(exc)
         except SandboxProtocolError as exc:
             res.status, res.guard, res.error = P.RUNTIME_ERROR, "protocol", f"malformed answer from the sandbox: {exc}"
+        except OutputTooLarge as exc:
+            res.status, res.guard, res.error = P.INCORRECT, "output_size", str(exc)
         except Exception as exc:  # noqa: BLE001 - a failure of the judge itself is an infra error
             res.status, res.error = P.INFRA_ERROR, f"judge error: {type(exc).__name__}: {exc}"
         finally:
@@ -288,9 +364,13 @@ class Judge:
             env.setdefault("TORCH_CUDA_ARCH_LIST", str(self.info["cuda_arch"]))
         return env
 
-    def _decode(self, sb: Sandbox, payload: Any) -> Any:
+    def _decode(self, sb: Sandbox, payload: Any, cap: int, what: str = "the output") -> Any:
         try:
-            return sb.chan.decode(payload, self.device)
+            return sb.chan.decode(payload, self.device, max_bytes=cap)
+        except PayloadTooLarge as exc:
+            raise OutputTooLarge(f"{what} came back far larger than the reference's: {exc} (the cap is "
+                                 f"{OUTPUT_SLACK}x what the judge expects back, at least "
+                                 f"{OUTPUT_FLOOR_BYTES >> 20} MiB); refused unread") from exc
         except Exception as exc:  # noqa: BLE001 - whatever the sandbox sent, it is not the judge's fault
             raise SandboxProtocolError(f"{type(exc).__name__}: {exc}") from exc
 
@@ -411,9 +491,10 @@ class Judge:
             res.distributions.append(dist if label == "main" else f"{label}/{dist}")
             poison = [t.numel() * t.element_size() for t in ref_list if isinstance(t, torch.Tensor)]
             runs = 2 if trial == 0 and label == "main" else 1  # twice on one input: races, uninitialised memory
+            cap = reply_cap(ref_list, inputs)
             outs = []
             for _ in range(runs):
-                reply = sb.call({"cmd": "run", "poison": poison, "return_inputs": not req.inplace},
+                reply = sb.call({"cmd": "run", "poison": poison, "return_inputs": not req.inplace, "max_bytes": cap},
                                 timeout=req.run_timeout_s, tensors={"inputs": inputs})
                 res.trials_run += 1 if len(outs) == 0 else 0
                 if not reply.get("ok"):
@@ -426,10 +507,10 @@ class Judge:
                     res.status, res.guard = P.INCORRECT, "output_device"
                     res.error = f"{where}an output is on {sorted(bad_device)}, expected {dev.type}"
                     return False
-                outs.append(self._decode(sb, out_payload))
+                outs.append(self._decode(sb, out_payload, cap, f"{where}the output"))
                 if req.inplace:
                     continue
-                after = self._decode(sb, reply.get("inputs_after"))
+                after = self._decode(sb, reply.get("inputs_after"), cap, f"{where}the returned inputs")
                 for i, (a, b) in enumerate(zip(after, pristine)):
                     if isinstance(b, torch.Tensor) and (not isinstance(a, torch.Tensor) or a.shape != b.shape
                                                         or not torch.equal(a.to(b.device), b)):
@@ -576,8 +657,10 @@ class Judge:
             # candidate that replays stale answers on unchecked rounds is caught with probability
             # 1 - (1 - CHECK_FRACTION)^k over k such rounds. The first round is always checked.
             check = i == 0 or self._sysrand.random() < CHECK_FRACTION
+            cap = reply_cap(ref_out)
             w0 = time.perf_counter()
-            reply = sb.call({"cmd": "time", "set": s, "return_output": check}, timeout=req.run_timeout_s)
+            reply = sb.call({"cmd": "time", "set": s, "return_output": check, "max_bytes": cap},
+                            timeout=req.run_timeout_s)
             wall = (time.perf_counter() - w0) * 1e3
             if not reply.get("ok"):
                 self._fail_reply(res, reply)
@@ -592,7 +675,8 @@ class Judge:
                 return False
             if check:
                 try:
-                    compare(self._decode(sb, reply.get("output")), ref_out, atol, rtol, dev.type)
+                    compare(self._decode(sb, reply.get("output"), cap, "a timed output"), ref_out, atol, rtol,
+                            dev.type)
                 except Mismatch as exc:
                     res.status, res.guard = P.INCORRECT, "timed_output"
                     res.error = f"an output checked during timing (fresh inputs, round {i + 1}) was wrong: {exc}"

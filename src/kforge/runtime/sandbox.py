@@ -2,7 +2,7 @@
 
 It holds no reference outputs, no seeds and no statistics. It answers the judge's commands with raw
 data only (outputs, elapsed times), which the judge checks. Start it with
-``python -m kforge.runtime.sandbox READ_FD WRITE_FD PAYLOAD_DIR DEVICE``.
+``python -m kforge.runtime.sandbox READ_FD WRITE_FD PAYLOAD_DIR DEVICE [DATA_LIMIT_BYTES]``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,26 @@ def _exit_with_parent() -> None:
                 os._exit(70)
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+def _limit_data(nbytes: int) -> None:
+    """Let the candidate allocate at most ``nbytes`` of data (RLIMIT_DATA: heap and private anonymous
+    mappings) beyond what this process already holds (torch and the runtime, whose size varies with
+    the build).
+
+    Soft and hard alike, set before any candidate code runs: the candidate can't raise it again, and
+    an allocation past it fails in here (torch raises) instead of taking the machine's memory."""
+    import resource
+
+    try:
+        held = next(int(line.split()[1]) << 10 for line in open("/proc/self/status") if line.startswith("VmData:"))
+    except (OSError, StopIteration, ValueError):
+        held = 0
+    nbytes += held
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        nbytes = min(nbytes, hard)  # never ask for more than we are allowed: that would fail
+    resource.setrlimit(resource.RLIMIT_DATA, (nbytes, nbytes))
 
 
 def _construct(cls: Any, init: Any, seed: int, device: Any, dtype: Any) -> Any:
@@ -76,6 +96,7 @@ def _on_device(evt: Any) -> bool:
 
 def main(argv: list[str]) -> int:
     read_fd, write_fd, payload_dir, device_name = int(argv[0]), int(argv[1]), argv[2], argv[3]
+    data_limit = int(argv[4]) if len(argv) > 4 else 0
     sys.dont_write_bytecode = True
     import torch
 
@@ -83,6 +104,8 @@ def main(argv: list[str]) -> int:
     from kforge.runtime.wire import Channel, dtype_from_name
 
     _exit_with_parent()
+    if data_limit > 0:
+        _limit_data(data_limit)
     chan = Channel(read_fd, write_fd, payload_dir)
     device = torch.device(device_name)
     if device.type == "cuda":
@@ -174,9 +197,11 @@ def main(argv: list[str]) -> int:
                     out = model(*inputs)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
-                reply: dict[str, Any] = {"ok": True, "outputs": chan.encode(out)}
+                # Past the judge's cap an output goes back as a header only: no 2 GB file, no copy.
+                cap = msg.get("max_bytes")
+                reply: dict[str, Any] = {"ok": True, "outputs": chan.encode(out, max_bytes=cap)}
                 if msg.get("return_inputs"):
-                    reply["inputs_after"] = chan.encode(inputs)
+                    reply["inputs_after"] = chan.encode(inputs, max_bytes=cap)
                 chan.send(reply)
                 del out, inputs
             elif cmd == "time_setup":
@@ -198,7 +223,7 @@ def main(argv: list[str]) -> int:
                     ms, out = timer.time_call(model, args)
                 reply = {"ok": True, "ms": ms}
                 if msg.get("return_output"):
-                    reply["output"] = chan.encode(out)
+                    reply["output"] = chan.encode(out, max_bytes=msg.get("max_bytes"))
                 chan.send(reply)
                 del out
             else:

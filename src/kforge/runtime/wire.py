@@ -27,6 +27,42 @@ def dtype_from_name(name: str) -> torch.dtype:
     return _DTYPES[name]
 
 
+class PayloadTooLarge(ValueError):
+    """Tensors bigger than the receiver allows: refused from their headers, before a byte is read."""
+
+
+def _dense_bytes(shape: Any, dtype: Any) -> int:
+    numel = 1
+    for s in shape:
+        numel *= max(int(s), 0)
+    return numel * torch.empty((), dtype=dtype_from_name(str(dtype))).element_size()
+
+
+def declared_bytes(obj: Any) -> int:
+    """What decoding a payload would read or copy, from its headers alone (never trusts a file's size).
+
+    A CUDA tensor is copied into a tensor of its declared strides, so its strided extent counts too:
+    a tiny shape with an enormous stride would otherwise allocate the stride's worth.
+    """
+    kind = obj.get("__kind__") if isinstance(obj, dict) else None
+    if kind == "tensor":
+        return _dense_bytes(obj["shape"], obj["dtype"])
+    if kind == "cuda_ipc":
+        shape, stride = [int(s) for s in obj["shape"]], [int(s) for s in obj["stride"]]
+        dense = _dense_bytes(shape, obj["dtype"])
+        if not shape or dense == 0:
+            return dense
+        extent = 1 + sum((n - 1) * abs(st) for n, st in zip(shape, stride))
+        return max(dense, extent * torch.empty((), dtype=dtype_from_name(str(obj["dtype"]))).element_size())
+    if kind == "too_large":
+        return max(int(obj.get("nbytes") or 0), 1)
+    if kind in ("list", "tuple"):
+        return sum(declared_bytes(x) for x in obj["items"])
+    if kind == "dict":
+        return sum(declared_bytes(x) for x in obj["items"].values())
+    return 0
+
+
 class Channel:
     """One direction each way over raw pipe file descriptors, plus a folder for tensor payloads."""
 
@@ -39,6 +75,7 @@ class Channel:
         self._counter = 0
         self.cuda_ipc = cuda_ipc
         self._keep: list[torch.Tensor] = []  # CUDA tensors shared by handle: alive until the peer answers
+        self._room: int | None = None  # bytes encode() may still write in this call (None: no cap)
 
     def release(self) -> None:
         """Drop CUDA tensors shared with the peer (call once the peer has answered)."""
@@ -67,13 +104,30 @@ class Channel:
                 pass
 
     # -- tensors ---------------------------------------------------------------------------
-    def encode(self, obj: Any) -> Any:
-        """Nested lists/tuples/dicts of tensors and plain values into JSON; tensors go to files."""
+    def encode(self, obj: Any, max_bytes: int | None = None) -> Any:
+        """Nested lists/tuples/dicts of tensors and plain values into JSON; tensors go to files.
+
+        With ``max_bytes``, tensors past that many bytes in all are sent as a ``too_large`` header
+        only: nothing is made contiguous, written or shared (a 2 GB output costs no disk or copy).
+        """
+        self._room = max_bytes
+        try:
+            return self._encode(obj)
+        finally:
+            self._room = None
+
+    def _encode(self, obj: Any) -> Any:
         if isinstance(obj, torch.Tensor):
             if type(obj) is not torch.Tensor and not isinstance(obj, torch.nn.Parameter):
                 return {"__kind__": "not_a_tensor", "type": type(obj).__name__}
             if obj.dtype not in _NAMES:
                 return {"__kind__": "bad_dtype", "dtype": str(obj.dtype)}
+            if self._room is not None:
+                nbytes = obj.numel() * obj.element_size()
+                if nbytes > self._room:
+                    return {"__kind__": "too_large", "dtype": _NAMES[obj.dtype], "shape": list(obj.shape),
+                            "nbytes": nbytes}
+                self._room -= nbytes
             if obj.is_cuda and self.cuda_ipc:
                 return self._encode_ipc(obj)
             self._counter += 1
@@ -86,9 +140,9 @@ class Channel:
                     "shape": list(obj.shape), "device": obj.device.type,
                     "contiguous": bool(obj.is_contiguous()), "stride": list(obj.stride())}
         if isinstance(obj, (list, tuple)):
-            return {"__kind__": type(obj).__name__, "items": [self.encode(x) for x in obj]}
+            return {"__kind__": type(obj).__name__, "items": [self._encode(x) for x in obj]}
         if isinstance(obj, dict):
-            return {"__kind__": "dict", "items": {str(k): self.encode(v) for k, v in obj.items()}}
+            return {"__kind__": "dict", "items": {str(k): self._encode(v) for k, v in obj.items()}}
         if obj is None or isinstance(obj, (bool, int, float, str)):
             return {"__kind__": "value", "value": obj}
         return {"__kind__": "unsupported", "type": type(obj).__name__}
@@ -125,7 +179,16 @@ class Channel:
         del view
         return out
 
-    def decode(self, obj: Any, device: str | torch.device | None = None) -> Any:
+    def decode(self, obj: Any, device: str | torch.device | None = None, max_bytes: int | None = None) -> Any:
+        """Tensors and values back from ``encode``'s JSON. With ``max_bytes``, a payload whose headers
+        declare more raises PayloadTooLarge before any file is read or memory is mapped or copied."""
+        if max_bytes is not None:
+            declared = declared_bytes(obj)
+            if declared > max_bytes:
+                raise PayloadTooLarge(f"the tensors declare {declared:,} bytes, more than the {max_bytes:,} allowed")
+        return self._decode(obj, device)
+
+    def _decode(self, obj: Any, device: str | torch.device | None) -> Any:
         kind = obj.get("__kind__") if isinstance(obj, dict) else None
         if kind == "cuda_ipc":
             return self._decode_ipc(obj, device)
@@ -149,10 +212,13 @@ class Channel:
             path.unlink(missing_ok=True)
             return t.to(device) if device is not None else t
         if kind in ("list", "tuple"):
-            items = [self.decode(x, device) for x in obj["items"]]
+            items = [self._decode(x, device) for x in obj["items"]]
             return tuple(items) if kind == "tuple" else items
         if kind == "dict":
-            return {k: self.decode(v, device) for k, v in obj["items"].items()}
+            return {k: self._decode(v, device) for k, v in obj["items"].items()}
+        if kind == "too_large":  # the sender refused to write it: whatever the cap, nothing to read
+            raise PayloadTooLarge(f"a tensor of shape {obj.get('shape')} ({obj.get('dtype')}, "
+                                  f"{int(obj.get('nbytes') or 0):,} bytes) was over the sender's cap")
         if kind == "value":
             return obj["value"]
         if kind in ("not_a_tensor", "bad_dtype", "unsupported"):
