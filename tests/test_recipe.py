@@ -147,7 +147,8 @@ def test_load_recipe_defaults_and_paths(tmp_path: Path, builtin_registry) -> Non
     assert t["run"] == {"name": "my-recipe", "seed": 0, "out": "runs"}
     # a path option is resolved against the recipe's folder, not the working directory
     assert t["generator"] == {"name": "replay", "path": str((tmp_path / "cands").resolve()), "cycle": False}
-    assert rec.plugin("search") == ("best-of-n", {"n": 4, "temperature": None})
+    assert rec.plugin("search") == ("best-of-n", {"n": 4, "temperature": None, "retime_winner": True,
+                                                  "retime_trials": None, "retime_tolerance": 0.25})
     assert t["backend"] == {"name": "triton"}
     assert t["budget"] == {"candidates": None, "wall_clock_s": None, "tokens": None, "usd": None}
     # to_dict is a copy
@@ -191,7 +192,7 @@ def test_load_recipe_without_a_file(builtin_registry) -> None:
     ('[search]\nname = "best-of-m"\n', ["unknown search 'best-of-m'", "Did you mean 'best-of-n'?"]),
     ("[search]\nname = 3\n", ["search.name must be a string"]),
     ("[search]\nn = 0\n", ["search.n is 0; it must be at least 1"]),
-    ("[search]\nbeam = 2\n", ["search.beam is not an option of", "'best-of-n'", "Allowed keys: n, temperature"]),
+    ("[search]\nbeam = 2\n", ["search.beam is not an option of", "'best-of-n'", "Allowed keys: n, retime_tolerance, retime_trials, retime_winner, temperature"]),
     ("[eval\n", ["is not valid TOML"]),
 ])
 def test_load_recipe_errors_name_the_file(tmp_path: Path, builtin_registry, text: str, fragments: list[str]) -> None:

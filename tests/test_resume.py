@@ -104,6 +104,15 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> Non
     assert len(ids) == len(set(ids)) == 6
     # the results recorded before the kill were kept, not judged again
     assert sum(1 for e in events if e["event"] == "result") == 6 - kept
+    # each problem's winner was re-timed once its samples were judged, in both runs; none is left half done
+    for run_dir in (full_dir, cut_dir):
+        db = sqlite3.connect(run_dir / "kforge.db")
+        rows = db.execute("SELECT problem_id, status, verdict FROM retimes").fetchall()
+        db.close()
+        assert {r[0] for r in rows} == {"relu", "softmax", "layernorm"}
+        assert all(r[1] is not None and r[2] is not None for r in rows)
+    assert {e["problem"] for e in events if e["event"] == "retime"} == {"relu", "softmax", "layernorm"}
+    assert all(b.get("retimed") is not None for b in events[-2]["best"].values())
 
 
 def test_resume_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:

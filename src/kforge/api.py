@@ -93,6 +93,24 @@ class Candidate:
     parent_id: str | None = None
 
 
+@dataclass
+class Retime:
+    """A judged candidate to judge again with fresh input seeds before its figure is reported.
+
+    The judge draws new input seeds for every evaluation, so a re-timing checks correctness on inputs
+    the first judging never saw and measures the time again. It is not a new candidate: it counts
+    against no ``[budget] candidates``."""
+
+    id: str  # run-unique, e.g. ``relu:r0``
+    problem_id: str
+    candidate_id: str
+    first_speedup: float | None = None  # the speedup the first judging measured
+    trials: int | None = None  # correctness trials (None: the recipe's [eval] trials)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 class RunContext:
     """What the engine lends plugins: the run's seed, problems, backend and settings."""
 
@@ -166,6 +184,22 @@ class Search(Plugin):
         pass
 
     def metrics(self) -> dict[str, Any]:
+        """Figures for the live table, ``--json`` (``search`` events) and the summary; JSON-ready.
+        Per-problem figures go under ``"problems"``, keyed by problem id."""
+        return {}
+
+    def generator_routes(self) -> dict[str, dict[str, Any]]:
+        """Generators (by name) that proposals with ``params["generator_hint"]`` set to that name go to,
+        with their options; the rest go to the recipe's generator. Optional."""
+        return {}
+
+    def ask_retimes(self, n: int, final: bool) -> list[Retime]:
+        """At most ``n`` judged candidates to judge again (see :class:`Retime`). ``final``: the engine
+        asks for no more proposals (the search is done or a budget stopped generation). Optional."""
+        return []
+
+    def tell_retime(self, retime: Retime, result: EvalResult) -> dict[str, Any]:
+        """The verdict on a re-timing: ``{"verdict": "accepted" | "slower" | "incorrect" | ...}``."""
         return {}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as _dt
 import json
 import platform
@@ -17,9 +18,9 @@ from typing import Any
 
 import kforge
 from kforge import events as E
-from kforge.api import Candidate, Generation, Proposal, RunContext, code_hash
-from kforge.metrics import summarise_run
-from kforge.options import RecipeError
+from kforge.api import Candidate, Generation, Proposal, Retime, RunContext, code_hash
+from kforge.metrics import retime_verdict, summarise_run
+from kforge.options import OptionSet, RecipeError
 from kforge.plugins import Registry, describe_plugins, get_registry
 from kforge.problems import Problem, select
 from kforge.recipe import Recipe
@@ -29,6 +30,13 @@ from kforge.store import Store
 
 class InfrastructureError(Exception):
     """The executor or machine failed (exit code 3)."""
+
+
+# budgets that stop generation but leave re-timings of winners to finish (re-timings make no candidate
+# and cost no tokens); the wall clock and an interrupt stop them too
+GENERATION_BUDGETS = ("budget: candidates", "budget: tokens", "budget: usd")
+SEARCH_METRICS_INTERVAL_S = 1.0  # at most one ``search`` event per second (and a last one before the summary)
+RESULT_WHERE = ("island", "generation")  # proposal params a result event carries when the search set them
 
 
 def _git_sha() -> str | None:
@@ -106,6 +114,14 @@ class Engine:
         self.generator = reg.get("generators", gname)(**gopts)
         sname, sopts = recipe.plugin("search")
         self.search = reg.get("searches", sname)(**sopts)
+        # generators a search routes some proposals to by params["generator_hint"] (evolution's tune edits)
+        self.routes: dict[str, Any] = {}
+        for hint, hopts in (getattr(self.search, "generator_routes", lambda: {})() or {}).items():
+            if hint == gname:
+                continue  # the recipe's generator already is that one
+            cls = reg.get("generators", hint)
+            optset = OptionSet(f"generator {hint!r}", tuple(getattr(cls, "options", ())))
+            self.routes[hint] = cls(**optset.resolve(dict(hopts or {}), f"search.{hint}", skip=()))
         ename, eopts = recipe.plugin("executor")
         self.executor = reg.get("executors", ename)(**eopts)
         self.loggers = [cls() for cls in (reg.items.get("loggers", {})[n].impl for n in reg.names("loggers"))]
@@ -114,6 +130,9 @@ class Engine:
         self.ctx.generator = self.generator
         self.shape_name = "small"
         self.results: list[dict[str, Any]] = []
+        self.retimes: list[dict[str, Any]] = []  # finished re-timings, as the store's rows
+        self._metrics_last: Any = None
+        self._metrics_at = float("-inf")
         self.best: dict[str, float] = {}
         self.n_candidates = 0
         self._cand_seq = 0
@@ -129,6 +148,8 @@ class Engine:
             "shapes": t["problems"]["shapes"], "backend": t["backend"], "generator": t["generator"],
             "search": t["search"], "executor": {**t["executor"], **self._describe_executor()},
             "eval": t["eval"], "budget": t["budget"],
+            **({"generator_routes": {hint: {"name": gen.name, **gen.config} for hint, gen in self.routes.items()}}
+               if self.routes else {}),
         }
 
     def _describe_executor(self) -> dict[str, Any]:
@@ -215,10 +236,16 @@ class Engine:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
             await self.executor.shutdown()
             await self.generator.aclose()
+            for routed in self.routes.values():
+                await routed.aclose()
             if sys.exc_info()[0] is not None:  # the run failed: still close what holds files
                 self.store.set_meta("status", "failed")
                 self._close_loggers()
-        summary = summarise_run(self.results, self.problem_ids)
+        summary = summarise_run(self.results, self.problem_ids, self.retimes)
+        self._where_of_best(summary["best"])
+        metrics = self._search_metrics(force=True)
+        if metrics:
+            summary["search"] = metrics
         summary["usage"] = self.store.usage()
         summary.update(run_dir=str(self.run_dir), stopped=self.stop_reason, shape=self.shape_name,
                        device=(self.executor.device_info or {}).get("device"),
@@ -291,12 +318,19 @@ class Engine:
                                  parent_id=c["parent_id"]), as_proposal(proposals[c["proposal_id"]]))
                       for c in cands if c["status"] is None and c["proposal_id"] in proposals]
         self.n_candidates = len(cands) + len(regenerate)
+        retimes = self.store.retimes()
+        self.retimes = [r for r in retimes if r["status"] is not None]
+        redo = [Retime(id=r["id"], problem_id=r["problem_id"], candidate_id=r["candidate_id"],
+                       first_speedup=r["first_speedup"], trials=r["trials"]) for r in retimes if r["status"] is None]
         if regenerate:
-            self._spawn(self._generate(regenerate), ("gen", regenerate))
+            self._spawn_generation(regenerate)
         for cand, prop in reevaluate:
             self._spawn(self._evaluate(cand, prop), ("eval", cand))
+        for rt in redo:
+            self._spawn(self._retime(rt), ("retime", rt))
         self.emit(E.make(E.BUDGET, message=f"resumed: {len(self.results)} results kept, {len(reevaluate)} "
-                         f"evaluations and {len(regenerate)} generations to redo", reason="resumed"))
+                         f"evaluations, {len(regenerate)} generations and {len(redo)} re-timings to redo",
+                         reason="resumed"))
 
     async def _loop(self, started: float) -> None:
         in_flight = sum(len(tag[1]) if tag[0] == "gen" else 1 for tag in self._tags.values())
@@ -318,7 +352,8 @@ class Engine:
                     break
                 self.n_candidates += len(proposals)  # reserved; settled when the generation comes back
                 in_flight += len(proposals)
-                self._spawn(self._generate(proposals), ("gen", proposals))
+                self._spawn_generation(proposals)
+            in_flight += self._ask_retimes(lookahead - in_flight, started)
             if not self._tasks:
                 break
             done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -326,10 +361,10 @@ class Engine:
                 self._tasks.discard(task)
                 kind, payload = self._tags.pop(task)
                 if task.cancelled():
-                    if kind == "eval":
-                        in_flight -= 1
-                    else:
+                    if kind == "gen":
                         in_flight -= len(payload)
+                    else:
+                        in_flight -= 1
                     continue
                 exc = task.exception()
                 if exc is not None:
@@ -340,22 +375,118 @@ class Engine:
                             submitted = self._accept(proposal, gen)
                         if not submitted:
                             in_flight -= 1
+                elif kind == "retime":
+                    in_flight -= 1
+                    with self._step():
+                        self._record_retime(*task.result())
+                        self.store.set_meta("elapsed_s", round(time.monotonic() - started, 3))
                 else:
                     in_flight -= 1
                     with self._step():
                         self._record(*task.result())
                         self.store.set_meta("elapsed_s", round(time.monotonic() - started, 3))
+            self._search_metrics()
 
     def _spawn(self, coro: Any, tag: tuple[str, Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         self._tags[task] = tag
 
-    async def _generate(self, proposals: list[Proposal]) -> list[tuple[Proposal, Generation]]:
-        gens = await self.generator.generate(proposals, self.ctx)
+    def _spawn_generation(self, proposals: list[Proposal]) -> None:
+        """Generate a batch: proposals whose ``generator_hint`` names a routed generator go to it (e.g.
+        evolution's tune edits to the ``tune`` generator, no model call), the rest to the recipe's."""
+        groups: dict[str, list[Proposal]] = {}
+        for p in proposals:
+            hint = p.params.get("generator_hint")
+            groups.setdefault(hint if isinstance(hint, str) and hint in self.routes else "", []).append(p)
+        for hint, group in groups.items():
+            self._spawn(self._generate(group, self.routes.get(hint, self.generator)), ("gen", group))
+
+    async def _generate(self, proposals: list[Proposal], generator: Any = None
+                        ) -> list[tuple[Proposal, Generation]]:
+        generator = generator or self.generator
+        gens = await generator.generate(proposals, self.ctx)
         by_id = {g.proposal_id: g for g in gens}
-        return [(p, by_id.get(p.id) or Generation(p.id, None, self.generator.name, error="no generation"))
+        return [(p, by_id.get(p.id) or Generation(p.id, None, generator.name, error="no generation"))
                 for p in proposals]
+
+    # -- re-timing winners ------------------------------------------------------------------------
+    def _may_retime(self, started: float) -> bool:
+        if self.stop_reason is not None and self.stop_reason not in GENERATION_BUDGETS:
+            return False
+        wall = self.recipe.tables["budget"].get("wall_clock_s")
+        return wall is None or time.monotonic() - started <= wall
+
+    def _ask_retimes(self, room: int, started: float) -> int:
+        """Ask the search for re-timings of judged candidates and start them; how many started."""
+        ask = getattr(self.search, "ask_retimes", None)
+        if ask is None or room <= 0 or not self._may_retime(started):
+            return 0
+        retimes = list(ask(room, self.stop_reason is not None or self.search.done()) or [])
+        if not retimes:
+            return 0
+        with self._step():  # asked and recorded together: a resumed run redoes exactly these
+            for rt in retimes:
+                self.store.add_retime(rt.to_dict())
+            self.store.set_state("search", self.search.state_dict())
+        for rt in retimes:
+            self._spawn(self._retime(rt), ("retime", rt))
+        return len(retimes)
+
+    async def _retime(self, rt: Retime) -> tuple[Retime, P.EvalResult]:
+        row = self.store.candidate(rt.candidate_id)
+        if row is None:
+            return rt, P.EvalResult(request_id=rt.id, problem_id=rt.problem_id, status=P.INFRA_ERROR,
+                                    error=f"re-timing {rt.id}: candidate {rt.candidate_id} is not in the store")
+        req = build_request(self.ctx.problems_by_id[rt.problem_id], row["code"], rt.id, self.backend,
+                            self.shape_name, self.recipe.tables["eval"], self.ctx.seed)
+        if rt.trials is not None:
+            req = dataclasses.replace(req, trials=int(rt.trials))
+        return rt, await self.executor.evaluate(req)
+
+    def _record_retime(self, rt: Retime, result: P.EvalResult) -> None:
+        told = getattr(self.search, "tell_retime", None)
+        info = dict(told(rt, result) or {}) if told is not None else {}
+        verdict = info.get("verdict") or retime_verdict(rt.first_speedup, result.status, result.speedup, 1.0)
+        data = result.to_dict()
+        data["candidate_id"] = rt.candidate_id
+        self.store.set_retime_result(rt.id, data, verdict)
+        self.retimes.append({"id": rt.id, "candidate_id": rt.candidate_id, "problem_id": rt.problem_id,
+                             "first_speedup": rt.first_speedup, "trials": rt.trials, "status": result.status,
+                             "speedup": result.speedup, "verdict": verdict, "result": data})
+        self.emit(E.make(E.RETIME, problem=rt.problem_id, candidate=rt.candidate_id, retime=rt.id,
+                         status=result.status, verdict=verdict, speedup=result.speedup,
+                         first_speedup=rt.first_speedup, time_ms=(result.timing or {}).get("median_ms"),
+                         baseline_ms=(result.baseline_eager or {}).get("median_ms"),
+                         speedup_vs_compile=result.speedup_vs_compile, roofline_fraction=result.roofline_fraction,
+                         device=result.device, device_kind=result.device_kind, guard=result.guard,
+                         error=result.error, trials=result.trials_run, flags=result.flags))
+        self.store.set_state("search", self.search.state_dict())
+
+    # -- search metrics ---------------------------------------------------------------------------
+    def _search_metrics(self, force: bool = False) -> dict[str, Any]:
+        """Emit the search's ``metrics()`` as a ``search`` event when they changed (at most once a second
+        unless ``force``); the figures emitted, or {}."""
+        now = time.monotonic()
+        if not force and now - self._metrics_at < SEARCH_METRICS_INTERVAL_S:
+            return {}
+        try:
+            metrics = json.loads(json.dumps(self.search.metrics() or {}, default=str))
+        except Exception as exc:  # noqa: BLE001 - a search's display figures must not stop the run
+            metrics = {"error": f"{type(exc).__name__}: {exc}"}
+        self._metrics_at = now
+        if metrics and metrics != self._metrics_last:
+            self._metrics_last = metrics
+            self.emit(E.make(E.SEARCH, search=self.search.name, metrics=metrics))
+        return metrics
+
+    def _where_of_best(self, best: dict[str, dict[str, Any]]) -> None:
+        """Add the island and generation (as the search put them in the proposal) of each problem's best."""
+        params = self.store.proposal_params([b["candidate"] for b in best.values() if b.get("candidate")])
+        for b in best.values():
+            for key in RESULT_WHERE:
+                if key in params.get(b.get("candidate") or "", {}):
+                    b[key] = params[b["candidate"]][key]
 
     def _accept(self, proposal: Proposal, gen: Generation) -> bool:
         """Record a generation and submit it; False if nothing was submitted."""
@@ -422,7 +553,8 @@ class Engine:
                          roofline_fraction=result.roofline_fraction, timing_method=result.timing_method,
                          speedup_vs_compile=result.speedup_vs_compile, aa_ratio=result.aa_ratio,
                          cv=(result.timing or {}).get("cv"), n=(result.timing or {}).get("n"),
-                         flags=result.flags, shape=result.shape_name))
+                         flags=result.flags, shape=result.shape_name,
+                         **{k: proposal.params[k] for k in RESULT_WHERE if k in proposal.params}))
         s = result.speedup
         if s is not None and s > self.best.get(cand.problem_id, 0.0):
             self.best[cand.problem_id] = s

@@ -11,11 +11,14 @@ PROPOSAL = "proposal"
 CANDIDATE = "candidate"
 RESULT = "result"
 BEST_IMPROVED = "best_improved"
+RETIME = "retime"  # a judged candidate (a search's winner) judged again with fresh input seeds
+SEARCH = "search"  # the search's metrics(), when they changed
 BUDGET = "budget"
 ERROR = "error"
 SUMMARY = "summary"
 RUN_FINISHED = "run_finished"
-EVENT_TYPES = (RUN_STARTED, PROPOSAL, CANDIDATE, RESULT, BEST_IMPROVED, BUDGET, ERROR, SUMMARY, RUN_FINISHED)
+EVENT_TYPES = (RUN_STARTED, PROPOSAL, CANDIDATE, RESULT, BEST_IMPROVED, RETIME, SEARCH, BUDGET, ERROR, SUMMARY,
+               RUN_FINISHED)
 
 Sink = Callable[[dict[str, Any]], None]
 

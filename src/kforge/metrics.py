@@ -8,6 +8,13 @@ from typing import Any
 
 FAST_P = (0.0, 0.5, 0.8, 1.0, 1.5, 2.0)
 
+# verdicts on a re-timed winner (see kforge.api.Retime)
+ACCEPTED = "accepted"  # correct again, and not much slower than first measured: its re-timing is reported
+SLOWER = "slower"  # correct again, but more than the tolerance slower than first measured: flagged
+INCORRECT = "incorrect"  # failed on the fresh inputs (or any other candidate failure): flagged
+NOT_RETIMED = "not_retimed"  # the machine failed, or the re-timing took no time: flagged, says nothing
+RETIME_VERDICTS = (ACCEPTED, SLOWER, INCORRECT, NOT_RETIMED)
+
 
 def best_per_problem(results: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The correct result with the highest speedup for each problem (or its first result if none is correct)."""
@@ -51,8 +58,64 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - prod
 
 
-def summarise_run(results: list[dict[str, Any]], problem_ids: list[str]) -> dict[str, Any]:
-    best = best_per_problem(results)
+def retime_verdict(first_speedup: float | None, status: str, speedup: float | None, tolerance: float) -> str:
+    """The verdict on a re-timing: ``slower`` when its speedup is below ``(1 - tolerance)`` x the first."""
+    if status == "infra_error":
+        return NOT_RETIMED
+    if status != "correct":
+        return INCORRECT
+    if speedup is None:
+        return NOT_RETIMED
+    if first_speedup is not None and speedup < (1.0 - tolerance) * first_speedup:
+        return SLOWER
+    return ACCEPTED
+
+
+def apply_retimes(best: dict[str, dict[str, Any]], retimes: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The reported best per problem once its winners were re-timed.
+
+    ``best`` maps a problem to ``{candidate, status, speedup}`` from the first judgings; ``retimes``
+    are the store's ``retimes`` rows. For a problem with re-timings the report is: the accepted one,
+    with its re-timed speedup; else the fastest re-timing that was still correct (flagged slower);
+    else, when a winner failed on fresh inputs, no correct result at all (the problem is unsolved);
+    else (only machine failures) the first judging's best. Every re-timing that was not accepted is
+    listed under ``flagged``; ``first_speedup`` keeps what the first judging measured."""
+    by_problem: dict[str, list[dict[str, Any]]] = {}
+    for rt in retimes:
+        if rt.get("verdict") in RETIME_VERDICTS:
+            by_problem.setdefault(rt["problem_id"], []).append(rt)
+    out = {pid: dict(b) for pid, b in best.items()}
+    for pid, rts in by_problem.items():
+        flagged = [{"candidate": rt["candidate_id"], "verdict": rt["verdict"], "status": rt.get("status"),
+                    "first_speedup": rt.get("first_speedup"), "speedup": rt.get("speedup")}
+                   for rt in rts if rt["verdict"] != ACCEPTED]
+        accepted = [rt for rt in rts if rt["verdict"] == ACCEPTED]
+        slower = [rt for rt in rts if rt["verdict"] == SLOWER]
+        failed = [rt for rt in rts if rt["verdict"] == INCORRECT]
+        pick = accepted[-1] if accepted else max(slower, key=lambda r: r["speedup"]) if slower else None
+        if pick is not None:
+            out[pid] = {"candidate": pick["candidate_id"], "status": "correct", "speedup": pick["speedup"],
+                        "first_speedup": pick.get("first_speedup"), "retimed": True, "verdict": pick["verdict"]}
+        elif failed:
+            out[pid] = {"candidate": failed[0]["candidate_id"], "status": failed[0].get("status") or "incorrect",
+                        "speedup": None, "first_speedup": failed[0].get("first_speedup"), "retimed": True,
+                        "verdict": INCORRECT}
+        else:
+            out.setdefault(pid, {}).update(retimed=False)
+        out[pid]["flagged"] = flagged
+    return out
+
+
+def summarise_run(results: list[dict[str, Any]], problem_ids: list[str],
+                  retimes: Iterable[dict[str, Any]] = ()) -> dict[str, Any]:
+    """The run's figures. With ``retimes`` (the store's re-timings of winners), each problem's best,
+    ``fast_p``, ``geomean_speedup`` and ``problems_solved`` use the re-timed figures
+    (:func:`apply_retimes`); ``candidates``, ``correct``, ``statuses`` and ``pass_at_k`` count the
+    first judgings (the samples)."""
+    retimes = [r for r in retimes if r.get("verdict") in RETIME_VERDICTS]
+    first = best_per_problem(results)
+    best = apply_retimes({p: {"candidate": r.get("candidate_id"), "status": r["status"], "speedup": r.get("speedup")}
+                          for p, r in first.items()}, retimes)
     statuses: dict[str, int] = {}
     for r in results:
         statuses[r["status"]] = statuses.get(r["status"], 0) + 1
@@ -79,6 +142,6 @@ def summarise_run(results: list[dict[str, Any]], problem_ids: list[str]) -> dict
         "problems_solved": sum(1 for p in problem_ids if p in best and best[p].get("status") == "correct"),
         "fast_p": {f"{p:g}": fast_p(best, problem_ids, p) for p in FAST_P},
         "geomean_speedup": geomean(best_speedups),
-        "best": {p: {"candidate": best[p].get("candidate_id"), "status": best[p]["status"],
-                     "speedup": best[p].get("speedup")} for p in problem_ids if p in best},
+        "best": {p: best[p] for p in problem_ids if p in best},
+        "retimes": len(retimes),
     }

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kforge.metrics import FAST_P, geomean, summarise_run
+from kforge.metrics import FAST_P, apply_retimes, geomean, summarise_run
 from kforge.store import DB_NAME, Store
 
 PLOTS = ("fast_p", "best_over_time", "speedup_distribution")
@@ -83,7 +83,9 @@ def fmt_s(s: float | None) -> str:
 @dataclass
 class ProblemStats:
     """What the run knows about one problem, built one result at a time (the dashboard's rows and the
-    report's table use the same rules as :func:`kforge.metrics.best_per_problem`)."""
+    report's table use the same rules as :func:`kforge.metrics.best_per_problem`). Once the search
+    re-timed a winner (:meth:`add_retime`), the ``best_*`` figures are the reported, re-timed ones
+    (:func:`kforge.metrics.apply_retimes`); ``first_speedup`` keeps the first judgings' best."""
 
     id: str
     name: str = ""
@@ -101,6 +103,10 @@ class ProblemStats:
     statuses: dict[str, int] = field(default_factory=dict)
     curve: list[tuple[float, float]] = field(default_factory=list)  # (seconds, best) at each improvement
     history: list[float] = field(default_factory=list)  # best so far after each result (0: none yet)
+    first_speedup: float | None = None  # the first judgings' best speedup vs eager
+    first: dict[str, Any] = field(default_factory=dict)  # that candidate's figures
+    retimes: list[dict[str, Any]] = field(default_factory=list)  # re-timings of winners, as the store's rows
+    retime: dict[str, Any] | None = None  # what apply_retimes reports for the problem (None: no re-timing)
 
     def add_result(self, *, candidate: str, status: str, speedup: float | None = None,
                    vs_compile: float | None = None, roofline: float | None = None, time_ms: float | None = None,
@@ -116,23 +122,49 @@ class ProblemStats:
                 self.first_correct_s = t
             if vs_compile is not None and (self.best_vs_compile is None or vs_compile > self.best_vs_compile):
                 self.best_vs_compile = vs_compile
-            if speedup is not None and (self.best_speedup is None or speedup > self.best_speedup):
+            if speedup is not None and (self.first_speedup is None or speedup > self.first_speedup):
+                self.first_speedup = speedup
+                self.first = {"candidate": candidate, "roofline": roofline, "time_ms": time_ms,
+                              "baseline_ms": baseline_ms}
                 self.best_speedup, self.best_candidate = speedup, candidate
                 self.best_roofline, self.best_time_ms, self.baseline_ms = roofline, time_ms, baseline_ms
                 improved = True
                 if t is not None:
                     self.curve.append((t, speedup))
+                self._report()
             elif self.best_candidate is None:
                 self.best_candidate = candidate  # solved without a timing: still the problem's best result
         self.history.append(self.best_speedup or 0.0)
         return improved
+
+    def add_retime(self, row: dict[str, Any]) -> None:
+        """A finished re-timing: ``candidate_id``, ``verdict``, ``status``, ``speedup``, ``first_speedup``,
+        and for the figures shown ``time_ms``, ``baseline_ms``, ``roofline``."""
+        self.retimes.append({"problem_id": self.id, **row})
+        self._report()
+
+    def _report(self) -> None:
+        if not self.retimes:
+            return
+        first = {"candidate": self.first.get("candidate"), "status": "correct" if self.first else "incorrect",
+                 "speedup": self.first_speedup}
+        rep = apply_retimes({self.id: first}, self.retimes)[self.id]
+        self.retime = rep
+        if not rep.get("retimed"):
+            return
+        pick: dict[str, Any] = next((r for r in reversed(self.retimes) if r["candidate_id"] == rep["candidate"]
+                                     and r["verdict"] == rep["verdict"]), {})
+        self.best_speedup, self.best_candidate = rep["speedup"], rep["candidate"]
+        self.best_time_ms, self.baseline_ms = pick.get("time_ms"), pick.get("baseline_ms")
+        self.best_roofline = pick.get("roofline")
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "tried": self.tried, "correct": self.correct,
                 "best_speedup": self.best_speedup, "best_candidate": self.best_candidate,
                 "best_speedup_vs_compile": self.best_vs_compile, "roofline_fraction": self.best_roofline,
                 "best_time_ms": self.best_time_ms, "baseline_ms": self.baseline_ms,
-                "time_to_first_correct_s": self.first_correct_s, "statuses": dict(self.statuses)}
+                "time_to_first_correct_s": self.first_correct_s, "statuses": dict(self.statuses),
+                "first_speedup": self.first_speedup, "retime": self.retime}
 
 
 # -- figures ----------------------------------------------------------------------------------------
@@ -178,6 +210,8 @@ def run_figures(run_dir: str | Path) -> dict[str, Any]:
         started = _started(store, metas)
         usage = store.usage()
         n_candidates = int(store.db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0])
+        retimes = [r for r in store.retimes() if r.get("verdict")]
+        where = store.proposal_params(sorted({r["candidate_id"] for r in results if r.get("candidate_id")}))
     finally:
         store.close()
     problem_ids = [p["id"] for p in problems] or list(dict.fromkeys(r["problem_id"] for r in results))
@@ -190,7 +224,15 @@ def run_figures(run_dir: str | Path) -> dict[str, Any]:
                       roofline=r.get("roofline_fraction"), time_ms=(r.get("timing") or {}).get("median_ms"),
                       baseline_ms=(r.get("baseline_eager") or {}).get("median_ms"),
                       t=None if ts is None or started is None else max(ts - started, 0.0))
-    summary = summarise_run(results, problem_ids)
+    for rt in retimes:
+        data = rt.get("result") or {}
+        stats.setdefault(rt["problem_id"], ProblemStats(rt["problem_id"])).add_retime(
+            {"candidate_id": rt["candidate_id"], "verdict": rt["verdict"], "status": rt["status"],
+             "speedup": rt["speedup"], "first_speedup": rt["first_speedup"],
+             "time_ms": (data.get("timing") or {}).get("median_ms"),
+             "baseline_ms": (data.get("baseline_eager") or {}).get("median_ms"),
+             "roofline": data.get("roofline_fraction")})
+    summary = summarise_run(results, problem_ids, retimes)
     durations: dict[str, float] = {}
     judge_by_kind: dict[str, float] = {}
     devices: dict[str, int] = {}
@@ -215,7 +257,7 @@ def run_figures(run_dir: str | Path) -> dict[str, Any]:
                 "started": started, "started_iso": _iso(started), "wall_s": wall_s,
                 "shape": stored_summary.get("shape") or next((p.get("shape_name") for p in problems), None),
                 "devices": devices, "cpu_timings": "cpu" in device_kinds, "stopped": stored_summary.get("stopped")},
-        "problems": [stats[p].as_dict() for p in stats],
+        "problems": [_with_where(stats[p].as_dict(), where) for p in stats],
         "candidates": n_candidates,
         "results": summary["candidates"],
         "correct": summary["correct"],
@@ -224,6 +266,7 @@ def run_figures(run_dir: str | Path) -> dict[str, Any]:
         "problems_solved": summary["problems_solved"],
         "fast_p": summary["fast_p"],
         "geomean_speedup": summary["geomean_speedup"],
+        "retimes": summary["retimes"],
         "speedups": {"count": len(speedups), "min": speedups[0] if speedups else None,
                      "median": speedups[len(speedups) // 2] if speedups else None,
                      "max": speedups[-1] if speedups else None},
@@ -237,6 +280,14 @@ def run_figures(run_dir: str | Path) -> dict[str, Any]:
         "_series": {"curves": {p: st.curve for p, st in stats.items()}, "speedups": speedups,
                     "fast_p_curve": fast_p_curve([st.best_speedup for st in stats.values()], len(stats))},
     }
+
+
+def _with_where(problem: dict[str, Any], params: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The island and generation the best was born on, when the search put them in its proposal."""
+    got = params.get(problem.get("best_candidate") or "", {})
+    if "island" in got and "generation" in got:
+        problem.update(island=got["island"], generation=got["generation"])
+    return problem
 
 
 def _budget_used(key: str, n_candidates: int, usage: dict[str, Any], wall_s: float | None) -> float | None:
@@ -388,11 +439,27 @@ def _headline(f: dict[str, Any]) -> list[tuple[str, str]]:
 def _problem_rows(f: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     head = ["problem", "best vs eager", "best vs compile", "roofline", "best candidate", "best (ms)",
             "eager (ms)", "tried", "correct", "first correct"]
+    retimed = any(p.get("retime") for p in f["problems"])
+    where = any("island" in p for p in f["problems"])
+    if retimed:
+        head.insert(5, "re-timed (first)")
+    if where:
+        head.insert(5, "island/gen")
     rows = []
     for p in f["problems"]:
-        rows.append([p["id"], fmt_x(p["best_speedup"]), fmt_x(p["best_speedup_vs_compile"]),
-                     fmt_pct(p["roofline_fraction"]), p["best_candidate"] or "-", _ms(p["best_time_ms"]),
-                     _ms(p["baseline_ms"]), str(p["tried"]), str(p["correct"]), fmt_s(p["time_to_first_correct_s"])])
+        row = [p["id"], fmt_x(p["best_speedup"]), fmt_x(p["best_speedup_vs_compile"]),
+               fmt_pct(p["roofline_fraction"]), p["best_candidate"] or "-", _ms(p["best_time_ms"]),
+               _ms(p["baseline_ms"]), str(p["tried"]), str(p["correct"]), fmt_s(p["time_to_first_correct_s"])]
+        if retimed:
+            rt = p.get("retime") or {}
+            word = "-" if not rt else (f"{rt.get('verdict')} ({fmt_x(rt.get('first_speedup'))})" if rt.get("retimed")
+                                      else "not re-timed")
+            if rt.get("flagged"):
+                word += "; flagged " + ", ".join(f"{x['candidate']} {x['verdict']}" for x in rt["flagged"])
+            row.insert(5, word)
+        if where:
+            row.insert(5, f"i{p['island']} g{p['generation']}" if "island" in p else "-")
+        rows.append(row)
     return head, rows
 
 

@@ -14,8 +14,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the retimes table
 DB_NAME = "kforge.db"
+
+# A re-timing of a judged candidate (a search's winner judged again with fresh input seeds). Added in
+# schema 2; a store of schema 1 gets it when a writer opens it (e.g. kforge resume).
+_RETIMES = """
+CREATE TABLE IF NOT EXISTS retimes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, candidate_id TEXT NOT NULL,
+    problem_id TEXT NOT NULL, first_speedup REAL, trials INTEGER, created REAL, status TEXT, speedup REAL,
+    verdict TEXT, result TEXT, finished REAL);
+"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -37,7 +46,7 @@ CREATE TABLE IF NOT EXISTS results (
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, type TEXT NOT NULL, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+""" + _RETIMES
 
 
 class Store:
@@ -53,6 +62,9 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         if create:
             self.db.executescript(_SCHEMA)
+            self.set_meta("schema_version", SCHEMA_VERSION)
+        elif self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'retimes'").fetchone() is None:
+            self.db.executescript(_RETIMES)
             self.set_meta("schema_version", SCHEMA_VERSION)
 
     def close(self) -> None:
@@ -126,6 +138,18 @@ class Store:
                         (candidate_id, result["problem_id"], result["status"], result.get("speedup"),
                          result.get("device"), json.dumps(result), time.time()))
 
+    def add_retime(self, r: dict[str, Any]) -> None:
+        """A re-timing asked for (its result comes later: ``status`` is NULL until then)."""
+        self.db.execute("INSERT OR IGNORE INTO retimes(id, candidate_id, problem_id, first_speedup, trials, created) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (r["id"], r["candidate_id"], r["problem_id"], r.get("first_speedup"), r.get("trials"),
+                         time.time()))
+
+    def set_retime_result(self, retime_id: str, result: dict[str, Any], verdict: str | None) -> None:
+        self.db.execute("UPDATE retimes SET status = ?, speedup = ?, verdict = ?, result = ?, finished = ? WHERE id = ?",
+                        (result["status"], result.get("speedup"), verdict, json.dumps(result), time.time(),
+                         retime_id))
+
     def add_event(self, event: dict[str, Any]) -> None:
         self.db.execute("INSERT INTO events(ts, type, data) VALUES (?, ?, ?)",
                         (event.get("ts", time.time()), event["event"], json.dumps(event)))
@@ -147,6 +171,37 @@ class Store:
         row = self.db.execute("SELECT * FROM candidates WHERE problem_id = ? AND code_hash = ? ORDER BY seq LIMIT 1",
                               (problem_id, code_hash)).fetchone()
         return dict(row) if row else None
+
+    def candidate(self, candidate_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM candidates WHERE id = ?", (candidate_id,)).fetchone()
+        return dict(row) if row else None
+
+    def proposal_params(self, candidate_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The params of the proposal behind each candidate, without the code they may carry (parents,
+        inspirations): ``island``, ``generation``, ``edit``, ... (scalars only)."""
+        out: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(candidate_ids), 500):
+            chunk = candidate_ids[i:i + 500]
+            q = ("SELECT c.id, p.params FROM candidates c JOIN proposals p ON p.id = c.proposal_id "
+                 "WHERE c.id IN (" + ",".join("?" * len(chunk)) + ")")
+            for cid, params in self.db.execute(q, chunk):
+                data = json.loads(params or "{}")
+                out[cid] = {k: v for k, v in data.items() if isinstance(v, (int, float, bool)) or
+                            (isinstance(v, str) and len(v) <= 200)} if isinstance(data, dict) else {}
+        return out
+
+    def retimes(self) -> list[dict[str, Any]]:
+        """Every re-timing, in the order asked: the row's columns, ``result`` parsed (None while judged)."""
+        try:
+            rows = self.db.execute("SELECT * FROM retimes ORDER BY seq").fetchall()
+        except sqlite3.OperationalError:  # a schema-1 store opened read-only: it has none
+            return []
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["result"] = json.loads(d["result"]) if d.get("result") else None
+            out.append(d)
+        return out
 
     def results(self) -> list[dict[str, Any]]:
         return [json.loads(r[0]) | {"candidate_id": r[1]}

@@ -22,8 +22,10 @@ plain MAP-Elites) and an edit type from ``edit_mix``:
 - ``diff``: SEARCH/REPLACE edits of the parent (``edit_format = "diff"``);
 - ``full``: a full rewrite of the parent (``edit_format = "full"``);
 - ``crossover``: the parent and a second parent from another cell (``second_parent_code``);
-- ``tune``: ``generator_hint = "tune"``: the parent's tunable constants changed, by the ``tune``
-  generator (with another generator the hint is only a hint);
+- ``tune``: ``generator_hint = "tune"``: the parent's tunable constants changed by the ``tune``
+  generator, no model call: the engine routes these proposals to it (options from ``tune``) when the
+  recipe's generator is another one (``route_tune``), and a parent it has no variant left for is not
+  picked for a tune edit again (it stays a parent for the other edits);
 - ``refine``: a repair of one of the island's failed children from the last generation (compile
   error, mismatch, crash) with its error and a short lineage history, or else a refinement of the
   island's best; chains are at most ``refine_turns`` deep (see :mod:`kforge.searches.refine`);
@@ -155,6 +157,10 @@ class Evolution(Search):
         Option("patience", int, 3, "stop an island after this many generations in a row with no candidate",
                minimum=1),
         Option("temperature", float, None, "sampling temperature passed to the generator"),
+        Option("route_tune", bool, True, "send tune edits to the built-in tune generator (no model call) when the "
+               "recipe's generator is another one"),
+        Option("tune", dict, {}, "options of the tune generator that tune edits go to (ranges, include, exclude, "
+               "max_changes, module_constants)"),
     )
 
     def __init__(self, **options: Any) -> None:
@@ -199,6 +205,18 @@ class Evolution(Search):
 
     def done(self) -> bool:
         return all(isl["stopped"] for ps in self.problems.values() for isl in ps["islands"])
+
+    def generator_routes(self) -> dict[str, dict[str, Any]]:
+        """Tune edits go to the ``tune`` generator (the engine skips the route when it is the recipe's)."""
+        if "tune" not in self.mix or not self.opts["route_tune"]:
+            return {}
+        return {"tune": dict(self.opts["tune"] or {})}
+
+    def _tune_routed(self) -> bool:
+        """Tune edits go to a generator of their own: its having nothing more for a parent says nothing
+        about what the recipe's generator can do with it."""
+        gen = getattr(self, "ctx", None) and self.ctx.generator
+        return bool(self.generator_routes()) and gen is not None and getattr(gen, "name", None) != "tune"
 
     # -- ask ----------------------------------------------------------------------------------------
     def ask(self, n: int) -> list[Proposal]:
@@ -325,6 +343,7 @@ class Evolution(Search):
                         "parent": rec["parent"], "second_parent": rec.get("second_parent"), "turn": rec["turn"],
                         "children": before["children"] if before else 0,
                         "exhausted": bool(before and before.get("exhausted")),
+                        "tune_exhausted": bool(before and before.get("tune_exhausted")),
                         "summary": history_entry(rec["turn"], rec["cid"], verdict["feedback"])}
                 if before is not None and before.get("generation", 0) < isl["generation"]:
                     prog.update({k: before[k] for k in ("island", "generation", "edit", "parent", "second_parent",
@@ -341,7 +360,9 @@ class Evolution(Search):
             elif kind == "exhausted":
                 ps["exhausted"] += 1
                 parent = rec.get("parent")
-                if parent and parent in isl["programs"]:
+                if parent and parent in isl["programs"] and rec.get("edit") == "tune" and self._tune_routed():
+                    isl["programs"][parent]["tune_exhausted"] = True  # still a parent for the model's edits
+                elif parent and parent in isl["programs"]:
                     isl["programs"][parent]["exhausted"] = True
                 elif not parent:
                     isl["fresh_exhausted"] = True
@@ -406,6 +427,8 @@ class Evolution(Search):
                 edit = "full"
             if edit == "sample" and isl["fresh_exhausted"]:
                 edit = "full"
+            if edit == "tune" and all(p.get("tune_exhausted") for _, p in elites):
+                edit = "diff"  # the tune generator has nothing left for any elite
 
         params: dict[str, Any] = {"edit": edit, "island": i, "generation": g, "slot": slot,
                                   "sample": (g * self.n_islands + i) * self.population + slot}
@@ -427,7 +450,8 @@ class Evolution(Search):
                                         edit_format=str(self.opts["refine_format"]),
                                         history_turns=int(self.opts["history_turns"])))
         else:
-            _, parent = self._select(elites, rng)
+            pool = [e for e in elites if not e[1].get("tune_exhausted")] if edit == "tune" else elites
+            _, parent = self._select(pool, rng)
             params["parent_code"] = parent["code"]
             if parent.get("feedback"):
                 params["feedback"] = dict(parent["feedback"])
@@ -505,7 +529,7 @@ class Evolution(Search):
                 "second_parent": params.get("second_parent_id")}
         rec: dict[str, Any]
         if candidate is None and result is None:
-            rec = {"kind": "exhausted", "parent": proposal.parent_id}
+            rec = {"kind": "exhausted", "parent": proposal.parent_id, "edit": params.get("edit")}
         elif candidate is None:  # no code came back: a failure to repair from the parent's code
             error = result.error if hasattr(result, "error") else dict(result).get("error")
             fb = feedback_from_failure(error, edit=params.get("edit_format") == "diff")

@@ -27,7 +27,7 @@ STATUS_STYLE = {"correct": "green", "incorrect": "red", "compile_error": "yellow
                 "running": "cyan", "solved": "green", "unsolved": "red", "waiting": "dim", "finished": "green",
                 "interrupted": "yellow", "failed": "bold red", "starting": "cyan"}
 LOG_STYLE = {"start": "bold", "result": "", "best": "green", "budget": "yellow", "error": "bold red",
-             "summary": "bold green", "finish": "bold", "duplicate": "dim"}
+             "summary": "bold green", "finish": "bold", "duplicate": "dim", "retime": "cyan"}
 MAX_BATCH_EVENTS = 5000
 
 
@@ -72,11 +72,13 @@ class RunPoller:
             chunk = ids[i:i + 500]
             # only the island out of the JSON: a search's params can hold whole programs (parents, inspirations)
             q = ("SELECT c.id, c.parent_id, c.generator, c.model, c.label, "
-                 "COALESCE(json_extract(p.params, '$.island'), json_extract(c.meta, '$.island')) FROM candidates c "
+                 "COALESCE(json_extract(p.params, '$.island'), json_extract(c.meta, '$.island')), "
+                 "json_extract(p.params, '$.generation') FROM candidates c "
                  "LEFT JOIN proposals p ON p.id = c.proposal_id WHERE c.id IN (" + ",".join("?" * len(chunk)) + ")")
             for r in db.execute(q, chunk):
                 cands[r[0]] = {"parent_id": r[1], "generator": r[2], "model": r[3], "label": r[4],
-                               "island": None if r[5] is None else str(r[5])}
+                               "island": None if r[5] is None else str(r[5]),
+                               "generation": None if r[6] is None else str(r[6])}
         keys = ("status", "elapsed_s", "summary", "name") + (("recipe", "started") if self._first else ())
         meta = {r[0]: json.loads(r[1]) for r in db.execute(
             f"SELECT key, value FROM meta WHERE key IN ({','.join('?' * len(keys))})", keys)}
@@ -110,6 +112,7 @@ class CandidateRow:
     model: str | None = None
     parent_id: str | None = None
     island: str | None = None
+    generation: str | None = None  # evolution: the island's generation it was proposed in
     status: str | None = None  # None: being judged
     speedup: float | None = None
     guard: str | None = None
@@ -173,6 +176,7 @@ class RunState:
         self.budget: dict[str, Any] = {}
         self.elapsed_s: float | None = None
         self.summary: dict[str, Any] | None = None
+        self.search_metrics: dict[str, Any] = {}  # the last ``search`` event's figures
         self.device: str | None = None
         self.cpu = False
         self.n_candidates = 0
@@ -251,7 +255,8 @@ class RunState:
             st = self._problem(pid, ch)
             row = CandidateRow(id=cid, problem_id=pid, order=len(self.candidates), label=m.get("label", e.get("label")),
                                generator=m.get("generator", e.get("generator")), model=m.get("model"),
-                               parent_id=m.get("parent_id"), island=m.get("island"))
+                               parent_id=m.get("parent_id"), island=m.get("island"),
+                               generation=m.get("generation"))
             self.candidates[cid] = row
             self.by_problem.setdefault(pid, []).append(cid)
             self.n_candidates += 1
@@ -289,6 +294,20 @@ class RunState:
                 why = str(e.get("error") or "").splitlines()[0][:120] if e.get("error") else ""
                 text = f"{pid} {cid} ({e.get('label')}): {e['status']} [{e.get('guard')}] {why}".rstrip()
             ch.log.append(self._log(e, "result", text))
+        elif kind == "retime":
+            cid, pid = e["candidate"], e["problem"]
+            st = self._problem(pid, ch)
+            st.add_retime({"candidate_id": cid, "verdict": e.get("verdict"), "status": e.get("status"),
+                           "speedup": e.get("speedup"), "first_speedup": e.get("first_speedup"),
+                           "time_ms": e.get("time_ms"), "baseline_ms": e.get("baseline_ms"),
+                           "roofline": e.get("roofline_fraction")})
+            ch.problems.add(pid)
+            ch.run = True
+            got = fmt_x(e.get("speedup")) if e.get("status") == "correct" else str(e.get("status"))
+            ch.log.append(self._log(e, "retime", f"{pid} {cid} re-timed: {got} (first {fmt_x(e.get('first_speedup'))})"
+                                                 f": {e.get('verdict')}"))
+        elif kind == "search":
+            self.search_metrics = dict(e.get("metrics") or {})
         elif kind == "best_improved":
             ch.log.append(self._log(e, "best", f"{e.get('problem')}: new best {e.get('candidate')} "
                                                f"{fmt_x(e.get('speedup'))}"))
@@ -332,6 +351,23 @@ class RunState:
         return {"problem": pid, "eager": fmt_x(st.best_speedup), "compile": fmt_x(st.best_vs_compile),
                 "roofline": fmt_pct(st.best_roofline), "tried": f"{st.tried}/{st.correct}",
                 "first": fmt_s(st.first_correct_s), "status": self.problem_status(st)}
+
+    def best_info(self, pid: str) -> str:
+        """One line on the problem's best: speedup and candidate, where evolution bred it, its re-timing."""
+        st = self.problems[pid]
+        if st.best_speedup is None:
+            if st.retime and st.retime.get("retimed"):
+                return f"no correct candidate: {st.retime.get('candidate')} was {st.retime.get('verdict')} when re-timed"
+            return "no correct candidate yet"
+        text = f"best {fmt_x(st.best_speedup)} by {st.best_candidate}"
+        row = self.candidates.get(st.best_candidate or "")
+        if row is not None and row.island is not None and row.generation is not None:
+            text += f" (island {row.island}, generation {row.generation})"
+        if st.retime and st.retime.get("retimed"):
+            text += f"; re-timed, first {fmt_x(st.retime.get('first_speedup'))}"
+            if st.retime.get("verdict") != "accepted":
+                text += f" ({st.retime.get('verdict')})"
+        return text
 
     def candidate_cells(self, cid: str) -> dict[str, Any]:
         row = self.candidates[cid]

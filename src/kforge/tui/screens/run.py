@@ -16,7 +16,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Header, Label, Sparkline
 from textual.worker import get_current_worker
 
-from kforge.report import fmt_x, is_run_dir
+from kforge.report import is_run_dir
 from kforge.tui.launch import LaunchedRun, LaunchError
 from kforge.tui.messages import LaunchFailed, RunDirKnown, StoreChanged
 from kforge.tui.model import Batch, Changes, LogLine, RunPoller, RunState
@@ -233,9 +233,7 @@ class RunScreen(KforgeScreen):
         st = self.state.problems[pid]
         self.query_one("#spark", Sparkline).data = self.state.sparkline(pid)
         self.query_one("#spark-title", Label).update(Text(f"{pid}: best after each of {st.tried} results"))
-        info = (f"best {fmt_x(st.best_speedup)} by {st.best_candidate}" if st.best_speedup is not None
-                else "no correct candidate yet")
-        self.query_one("#best-info", Label).update(Text(info))
+        self.query_one("#best-info", Label).update(Text(self.state.best_info(pid)))
 
     # -- events from widgets ------------------------------------------------------------------------
     @on(DataTable.RowHighlighted, "#problems")
