@@ -80,6 +80,8 @@ def static_rejection(request_id: str, problem_id: str, problems: list[str]) -> P
 def build_request(problem: Problem, code: str, request_id: str, backend: Any, shape_name: str,
                   ev: dict[str, Any], init_seed: int) -> P.EvalRequest:
     """The EvalRequest for one candidate: the problem at a shape, the [eval] settings, its backend."""
+    if hasattr(backend, "for_code"):  # the auto backend: the candidate's own language
+        backend = backend.for_code(code)
     return P.EvalRequest(
         request_id=request_id, problem_id=problem.id, problem_source=problem.source, candidate_source=code,
         backend=backend.name, loader=backend.runtime_loader, shape_name=shape_name,

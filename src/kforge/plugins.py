@@ -27,6 +27,7 @@ SINGULAR = {"backends": "backend", "generators": "generator", "searches": "searc
 DEFAULT_PLUGINS = (
     "kforge.backends.triton",
     "kforge.backends.cuda",
+    "kforge.backends.auto",
     "kforge.generators.replay",
     "kforge.generators.openai",
     "kforge.generators.anthropic",
