@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import os
 import resource
 import statistics
@@ -38,7 +39,19 @@ def help_time(runs: int = 7) -> float:
     return statistics.median(times)
 
 
-def engine_overhead(n: int) -> dict[str, Any]:
+def rss_mb() -> float:
+    """This process's resident memory now (Linux /proc; else the peak so far)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def engine_overhead(n: int, result_fields: dict[str, Any] | None = None, rss_every: int = 0) -> dict[str, Any]:
+    """A full Engine.run() over ``n`` tune candidates with a no-op executor. ``result_fields`` fills each
+    result (e.g. a GPU result's timing samples, seeds, versions) so the store holds realistic rows;
+    ``rss_every`` samples resident memory every that many results."""
     from kforge.api import Executor
     from kforge.engine import Engine
     from kforge.plugins import Registration, build_registry
@@ -54,8 +67,11 @@ def engine_overhead(n: int) -> dict[str, Any]:
             self.device_info = {"device": "noop", "device_kind": "none"}
 
         async def evaluate(self, request: P.EvalRequest) -> P.EvalResult:
-            return P.EvalResult(request.request_id, request.problem_id, P.CORRECT, speedup_vs_eager=1.0,
-                                device="noop", device_kind="none")
+            res = P.EvalResult(request.request_id, request.problem_id, P.CORRECT, speedup_vs_eager=1.0,
+                               device="noop", device_kind="none")
+            for k, v in (result_fields or {}).items():
+                setattr(res, k, copy.deepcopy(v))
+            return res
 
     reg = build_registry()
     reg.items["executors"]["noop"] = Registration("executors", "noop", NoopExecutor, "benchmark")
@@ -98,9 +114,20 @@ candidates = {n}
 
     engine.generator.generate = timed_generate  # type: ignore[method-assign]
     engine.backend.static_check = timed_check  # type: ignore[method-assign]
+    trace: list[tuple[int, float]] = [(0, rss_mb())]
+    seen = {"results": 0}
+
+    def sample(event: dict[str, Any]) -> None:
+        if event.get("event") == "result":
+            seen["results"] += 1
+            if rss_every and seen["results"] % rss_every == 0:
+                trace.append((seen["results"], rss_mb()))
+
+    engine.bus.subscribe(sample)
     t0 = time.perf_counter()
     summary = asyncio.run(engine.run())
     wall = time.perf_counter() - t0
+    trace.append((seen["results"], rss_mb()))
     db = Path(summary["run_dir"]) / "kforge.db"
     size = sum(f.stat().st_size for f in db.parent.glob("kforge.db*"))
     judged = summary["candidates"]
@@ -108,7 +135,8 @@ candidates = {n}
     return {"candidates": judged, "wall_s": wall, "per_candidate_ms": 1e3 * own / max(judged, 1),
             "generate_ms": 1e3 * spent["generate"] / max(judged, 1),
             "static_check_ms": 1e3 * spent["static_check"] / max(judged, 1),
-            "store_bytes": size, "store_mb_per_10k": size / max(judged, 1) * 10_000 / 2**20}
+            "store_bytes": size, "store_mb_per_10k": size / max(judged, 1) * 10_000 / 2**20,
+            "rss_trace_mb": [(k, round(v, 1)) for k, v in trace]}
 
 
 def main() -> None:
