@@ -378,3 +378,45 @@ def test_a_patched_timer_is_caught_by_the_wall_clock(judge: Judge) -> None:
     res = judge.evaluate(request(RELU_PROBLEM, TIMER_FORGER, min_samples=10, max_samples=12, max_timing_s=3.0))
     assert res.status == P.REJECTED and res.guard == "timer", (res.status, res.error)
     assert "wall clock" in res.error
+
+
+def test_device_lock_lets_untimed_work_overlap_and_times_alone(tmp_path) -> None:
+    """Two judges on one GPU: shared sections overlap; an exclusive one (timing) waits for them and
+    keeps them out until it is done."""
+    import threading
+    import time as _time
+
+    import torch
+
+    from kforge.runtime.judge import DeviceLock
+
+    path = tmp_path / "gpu.lock"
+    a, b = DeviceLock(torch.device("cpu"), path), DeviceLock(torch.device("cpu"), path)
+    events: list[str] = []
+
+    with a.hold(exclusive=False):
+        with b.hold(exclusive=False):  # shared + shared: no wait
+            events.append("both shared")
+    assert b.waited_s < 0.5
+
+    def timed() -> None:
+        with b.hold(exclusive=True):
+            events.append("b timing")
+            _time.sleep(0.3)
+            events.append("b done")
+
+    with a.hold(exclusive=False):
+        t = threading.Thread(target=timed)
+        t.start()
+        _time.sleep(0.3)
+        events.append("a shared ends")  # b can't time while a's correctness runs
+    _time.sleep(0.15)
+    with a.hold(exclusive=False):  # and a can't start again while b times
+        events.append("a shared again")
+    t.join()
+    assert events == ["both shared", "a shared ends", "b timing", "b done", "a shared again"]
+    # nested holds take nothing more
+    with a.hold(exclusive=True):
+        with a.hold(exclusive=False):
+            assert a.mode == "ex"
+    assert a.mode is None

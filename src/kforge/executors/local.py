@@ -60,6 +60,7 @@ class JudgeWorker:
         self.proc: asyncio.subprocess.Process | None = None
         self.info: dict[str, Any] = {}
         self.busy_s = 0.0
+        self.intervals: list[tuple[float, float]] = []  # (start, end) of each evaluation
 
     async def start(self, timeout: float = 600.0) -> None:
         env = dict(os.environ)
@@ -106,7 +107,9 @@ class JudgeWorker:
                 if msg.get("type") == "error":
                     raise RuntimeError(msg.get("error"))
         finally:
-            self.busy_s += time.perf_counter() - t0
+            t1 = time.perf_counter()
+            self.busy_s += t1 - t0
+            self.intervals.append((t0, t1))
 
     async def stop(self, kill: bool = False) -> None:
         if self.proc is None or self.proc.returncode is not None:
@@ -130,6 +133,9 @@ class LocalExecutor(Executor):
                choices=("auto", "cuda", "cpu")),
         Option("gpus", list, None, "GPU indices to use (default: every visible GPU)", item_type=int),
         Option("workers", int, None, "number of judges on the CPU (default 1); on GPUs one per GPU", minimum=1),
+        Option("judges_per_gpu", int, 2,
+               "judges sharing each GPU: their correctness work overlaps, timing takes the GPU alone "
+               "(a lock per GPU), so the GPU is busier without disturbing a timed candidate", minimum=1),
         Option("compile_workers", int, None,
                "CPU processes building C++/CUDA extensions ahead of timing (default: the cores, less one "
                "per judge); 0 compiles inside the sandbox instead", minimum=0),
@@ -157,7 +163,8 @@ class LocalExecutor(Executor):
             return [None] * int(self.config.get("workers") or 1)
         if not gpus:
             raise RuntimeError("executor.device is 'cuda' but no GPU is visible (nvidia-smi found none)")
-        return list(gpus)
+        per = int(self.config.get("judges_per_gpu") or 1)
+        return [g for g in gpus for _ in range(per)]
 
     def describe(self) -> dict[str, Any]:
         devices = self.plan_devices()
@@ -357,10 +364,27 @@ class LocalExecutor(Executor):
         self.idle.put_nowait(worker)
 
     def busy_fraction(self) -> float | None:
+        """The share of wall time each device (GPU, or CPU judge) had a candidate being judged on it,
+        averaged over devices: judges sharing a GPU count once (the union of their busy intervals)."""
         if not self.workers or not self.started_at:
             return None
-        wall = (time.perf_counter() - self.started_at) * len(self.workers)
-        return min(1.0, sum(w.busy_s for w in self.workers) / wall) if wall > 0 else None
+        now = time.perf_counter()
+        wall = now - self.started_at
+        if wall <= 0:
+            return None
+        by_device: dict[Any, list[tuple[float, float]]] = {}
+        for w in self.workers:
+            by_device.setdefault(w.gpu if w.gpu is not None else f"cpu{w.index}", []).extend(w.intervals)
+        fractions = []
+        for spans in by_device.values():
+            covered, end = 0.0, self.started_at
+            for a, b in sorted(spans):
+                a, b = max(a, end), min(b, now)
+                if b > a:
+                    covered += b - a
+                    end = b
+            fractions.append(covered / wall)
+        return min(1.0, sum(fractions) / len(fractions))
 
     def stats(self) -> dict[str, Any]:
         if not any(self.build_stats.values()):

@@ -279,6 +279,48 @@ def device_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
+class DeviceLock:
+    """Judges that share one GPU: untimed work (loading, correctness, the op and profiler checks) runs
+    under a shared lock and timing under an exclusive one, so no other candidate or reference of
+    kforge's runs on the GPU while one is timed, yet the mostly host-bound correctness work of one
+    candidate overlaps another's. A lock file per physical GPU (by UUID) in the temp directory; on the
+    CPU, or with ``KFORGE_DEVICE_LOCK=0``, it does nothing."""
+
+    def __init__(self, device: torch.device, path: str | Path | None = None) -> None:
+        self.fd: int | None = None
+        self.mode: str | None = None
+        self.waited_s = 0.0
+        if path is not None:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            return
+        if device.type != "cuda" or os.environ.get("KFORGE_DEVICE_LOCK", "1") == "0":
+            return
+        ident = str(getattr(torch.cuda.get_device_properties(device), "uuid", "") or "") \
+            or f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')}:{device.index}"
+        path = Path(tempfile.gettempdir()) / f"kforge-gpu-{hashlib.sha1(ident.encode()).hexdigest()[:16]}.lock"
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+
+    @contextlib.contextmanager
+    def hold(self, exclusive: bool) -> Any:
+        import fcntl
+
+        # Already held (exclusive covers everything; shared covers shared): nothing to take. Timing is
+        # never entered from inside a shared section, so a lock is never upgraded (no deadlock).
+        if self.fd is None or self.mode == "ex" or (self.mode == "sh" and not exclusive):
+            yield
+            return
+        assert not (self.mode == "sh" and exclusive), "exclusive inside shared"
+        t0 = time.perf_counter()
+        fcntl.flock(self.fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        self.waited_s += time.perf_counter() - t0
+        self.mode = "ex" if exclusive else "sh"
+        try:
+            yield
+        finally:
+            self.mode = None
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+
 class Judge:
     def __init__(self, device: str | None = None, workdir: str | Path | None = None, keep_spare: bool = True) -> None:
         if device in (None, "auto"):
@@ -294,6 +336,7 @@ class Judge:
         self.root = Path(workdir or tempfile.mkdtemp(prefix="kforge-judge-"))
         self.root.mkdir(parents=True, exist_ok=True)
         self.info = device_info(self.device)
+        self.lock = DeviceLock(self.device)
         self.keep_spare = keep_spare
         self.sandbox_memory = sandbox_memory_limit(self.device.type)
         self._spare: Sandbox | None = self._new_sandbox() if keep_spare else None
@@ -399,7 +442,8 @@ class Judge:
         tol = DEFAULT_TOLERANCE.get(req.dtype, 1e-4)
         atol = req.atol if req.atol is not None else tol
         rtol = req.rtol if req.rtol is not None else tol
-        module, ref_model, init_inputs = self._reference(req, req.shape)
+        with self.lock.hold(exclusive=False):  # the reference's weights go to the GPU
+            module, ref_model, init_inputs = self._reference(req, req.shape)
 
         # -- load the candidate in its sandbox (import compiles) ----------------------------------
         t0 = time.perf_counter()
@@ -407,20 +451,45 @@ class Judge:
         cand_file.write_text(req.candidate_source)
         res.error = "while loading the candidate"
         sb.wait_ready(timeout=max(req.compile_timeout_s, 120.0))
-        reply = sb.call({"cmd": "load", "candidate_file": str(cand_file), "init_seed": req.init_seed,
-                         "module_name": f"kforge_candidate_{req.request_id}".replace("-", "_"),
-                         "dtype": req.dtype, "flush_l2": req.flush_l2, "env": self._build_env(req)},
-                        timeout=req.compile_timeout_s, tensors={"init": init_inputs})
+        with self.lock.hold(exclusive=False):
+            reply = sb.call({"cmd": "load", "candidate_file": str(cand_file), "init_seed": req.init_seed,
+                             "module_name": f"kforge_candidate_{req.request_id}".replace("-", "_"),
+                             "dtype": req.dtype, "flush_l2": req.flush_l2, "env": self._build_env(req)},
+                            timeout=req.compile_timeout_s, tensors={"init": init_inputs})
         res.durations_s["compile"] = round(time.perf_counter() - t0, 4)
         if not reply.get("ok"):
             self._fail_reply(res, reply, "init")
             return
         res.error = None
 
+        # -- correctness, then the op and profiler checks: GPU work that may overlap another judge's --
+        with self.lock.hold(exclusive=False):
+            if not self._untimed_checks(req, res, sb, module, ref_model, init_inputs, atol, rtol):
+                return
+
+        # -- timing: baseline here, candidate in the sandbox, interleaved ------------------------
+        if req.min_samples <= 0:
+            res.status = P.CORRECT
+            return
+        t0 = time.perf_counter()
+        with self.lock.hold(exclusive=True):  # nothing else of kforge's runs on this GPU meanwhile
+            t1 = time.perf_counter()
+            if self._time(req, res, sb, module, ref_model, atol, rtol) and (res.speedup_vs_eager or 0) > 10:
+                # An extraordinary claim: measure again with fresh inputs before it counts.
+                first = res.speedup_vs_eager
+                if self._time(req, res, sb, module, ref_model, atol, rtol):
+                    res.flags.append(f"remeasured_gt10x (first {first:.2f}x)")
+        res.durations_s["timing"] = round(time.perf_counter() - t1, 4)
+        if t1 - t0 > 0.001:
+            res.durations_s["timing_wait"] = round(t1 - t0, 4)
+
+    def _untimed_checks(self, req: P.EvalRequest, res: P.EvalResult, sb: Sandbox, module: Any, ref_model: Any,
+                        init_inputs: list[Any], atol: float, rtol: float) -> bool:
+        """Correctness at the main and held-out shapes, then the op and profiler checks."""
         # -- correctness: the main shape, then held-out shapes ------------------------------------
         t0 = time.perf_counter()
         if not self._correctness(req, res, sb, module, ref_model, max(int(req.trials), 1), atol, rtol, "main"):
-            return
+            return False
         for k, shape in enumerate(req.heldout):
             label = f"heldout:{k}"
             h_module, h_ref, h_init = self._reference(req, shape)
@@ -429,39 +498,28 @@ class Judge:
             if not reply.get("ok"):
                 self._fail_reply(res, reply, "init")
                 res.error = f"{label} shape {shape}: {res.error}"
-                return
+                return False
             if not self._correctness(req, res, sb, h_module, h_ref, max(int(req.heldout_trials), 1), atol, rtol,
                                      label):
-                return
+                return False
             del h_ref
         if req.heldout:
             reply = sb.call({"cmd": "construct", "init_seed": req.init_seed}, timeout=req.compile_timeout_s,
                             tensors={"init": init_inputs})
             if not reply.get("ok"):
                 self._fail_reply(res, reply, "init")
-                return
+                return False
         res.durations_s["correctness"] = round(time.perf_counter() - t0, 4)
 
         # -- did forward compute the whole answer with the reference's own torch ops? -----------
         if req.ops_check and not self._ops_check(req, res, sb, module, ref_model):
-            return
+            return False
 
         # -- the profiler: did the candidate launch a kernel of its own? -------------------------
         if self.device.type == "cuda" and req.profile_check and req.backend in _KERNEL_PATTERNS:
             if not self._profile_check(req, res, sb, module):
-                return
-
-        # -- timing: baseline here, candidate in the sandbox, interleaved ------------------------
-        if req.min_samples <= 0:
-            res.status = P.CORRECT
-            return
-        t0 = time.perf_counter()
-        if self._time(req, res, sb, module, ref_model, atol, rtol) and (res.speedup_vs_eager or 0) > 10:
-            # An extraordinary claim: measure again with fresh inputs before it counts.
-            first = res.speedup_vs_eager
-            if self._time(req, res, sb, module, ref_model, atol, rtol):
-                res.flags.append(f"remeasured_gt10x (first {first:.2f}x)")
-        res.durations_s["timing"] = round(time.perf_counter() - t0, 4)
+                return False
+        return True
 
     def _correctness(self, req: P.EvalRequest, res: P.EvalResult, sb: Sandbox, module: Any, ref_model: Any,
                      trials: int, atol: float, rtol: float, label: str) -> bool:
