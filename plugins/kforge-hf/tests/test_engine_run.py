@@ -103,3 +103,25 @@ def test_the_ttt_recipe_validates(tiny_model: Path) -> None:
     engine = Engine(rec, registry=registry())  # builds generator and search: nothing is loaded yet
     assert engine.generator.loaded is False
     assert engine.plan()["search"]["name"] == "ttt"
+
+
+
+def test_the_gpu_ttt_recipe_validates(tiny_model: Path) -> None:
+    """recipes/ttt_gpu.toml (benchmarks/gpu_ttt.sh) with its prompt templates, as the script sets it: the
+    prompt is the short one the script's model is trained on, with or without a parent candidate."""
+    from types import SimpleNamespace
+
+    from kforge.api import Proposal
+    from kforge.backends.triton import TritonBackend
+    from kforge.problems import builtin_problems
+
+    rec = load_recipe(REPO / "recipes" / "ttt_gpu.toml", [f"generator.model_path={tiny_model}",
+                                                          "generator.max_new_tokens=349"], registry=registry(), env={})
+    engine = Engine(rec, registry=registry())
+    assert engine.generator.loaded is False and engine.search.name == "ttt"
+    relu = next(p for p in builtin_problems() if p.id == "relu")
+    ctx = SimpleNamespace(problems_by_id={"relu": relu}, backend=TritonBackend(), device={})
+    for params in ({}, {"parent_code": "x = 1\n", "feedback": {"speedup": 0.9}}):
+        prompt = engine.generator.build_prompt(Proposal(id="p", problem_id="relu", step=0, seed=1, params=params), ctx)
+        assert prompt.messages() == [{"role": "system", "content": "You write triton kernels."},
+                                     {"role": "user", "content": "Write ModelNew for problem relu.\n"}]
