@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Check kforge's built-in problems against their reference Triton solutions.
+"""Check kforge's built-in problems against their reference solutions (Triton by default).
 
 For every problem file in src/kforge/problems/builtin, load it from its path, set
 each shape's module globals (from its KFORGE metadata), build Model and the
@@ -15,6 +15,10 @@ process) and their outcome is compared with what their label means.
 
 CPU (no GPU):  TRITON_INTERPRET=1 python benchmarks/check_solutions.py
 GPU:           python benchmarks/check_solutions.py --device cuda --shape main
+CUDA C++:      python benchmarks/check_solutions.py --device cuda --shape main --backend cuda
+CUTLASS:       PYTHONPATH=plugins/kforge-cutlass/src python benchmarks/check_solutions.py --device cuda \
+                   --solutions-dir plugins/kforge-cutlass/src/kforge_cutlass/solutions
+(a backend other than triton checks only the problems that have a solution in it)
 
 Standalone: imports only torch, triton (through the loaded files), importlib
 and the standard library.
@@ -36,7 +40,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBLEMS_DIR = ROOT / "src" / "kforge" / "problems" / "builtin"
-SOLUTIONS_DIR = PROBLEMS_DIR / "solutions" / "triton"
+SOLUTIONS_ROOT = PROBLEMS_DIR / "solutions"
+SOLUTIONS_DIR = SOLUTIONS_ROOT / "triton"  # --backend / --solutions-dir choose another
 CANDIDATES_DIR = ROOT / "recipes" / "quickstart" / "candidates"
 
 ATOL = 1e-4
@@ -235,9 +240,12 @@ def problem_files(only=None):
 
 def run_solutions(args) -> int:
     failures = 0
+    solutions_dir = Path(args.solutions_dir) if args.solutions_dir else SOLUTIONS_ROOT / args.backend
     for path in problem_files(args.problems):
         pid = path.stem
-        sol_path = SOLUTIONS_DIR / f"{pid}.py"
+        sol_path = solutions_dir / f"{pid}.py"
+        if not sol_path.exists() and solutions_dir != SOLUTIONS_DIR:
+            continue  # only the Triton set covers every problem
         if not sol_path.exists():
             print(f"{pid:<18} {args.shape:<8} NO SOLUTION at {sol_path.relative_to(ROOT)}")
             failures += 1
@@ -333,6 +341,9 @@ def main() -> int:
     ap.add_argument("--shape", choices=["small", "main", "heldout"], default="small")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--problems", nargs="*", help="only these problem ids")
+    ap.add_argument("--backend", default="triton",
+                    help="check src/kforge/problems/builtin/solutions/<backend> (default triton)")
+    ap.add_argument("--solutions-dir", help="check the <problem_id>.py solutions in this folder instead")
     ap.add_argument("--candidates", action="store_true",
                     help="check the quickstart candidates (each in a subprocess) instead of the solutions")
     ap.add_argument("--timeout", type=float, default=10.0, help="per-candidate timeout in seconds")
@@ -343,7 +354,9 @@ def main() -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda but CUDA is not available", file=sys.stderr)
         return 2
-    if args.device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+    if args.device == "cpu" and (args.backend != "triton" or args.solutions_dir):
+        print("note: CUDA C++ and CUTLASS solutions run on a GPU only (--device cuda)", file=sys.stderr)
+    elif args.device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
         print("note: --device cpu needs TRITON_INTERPRET=1 for Triton kernels", file=sys.stderr)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

@@ -420,3 +420,12 @@ def test_device_lock_lets_untimed_work_overlap_and_times_alone(tmp_path) -> None
         with a.hold(exclusive=False):
             assert a.mode == "ex"
     assert a.mode is None
+
+
+def test_cuda_kernel_names_are_found_whatever_the_qualifier_order() -> None:
+    from kforge.runtime.judge import _own_kernel_names
+
+    assert _own_kernel_names("__global__ void __launch_bounds__(256) foo(float* x) {}", "cuda") == {"foo"}
+    assert _own_kernel_names("__global__ __launch_bounds__(128, 2) void bar(int n) {}", "cuda") == {"bar"}
+    assert _own_kernel_names('extern "C" __global__ static void\nbaz(int n) {}', "cutlass") == {"baz"}
+    assert _own_kernel_names("template <int B> __global__ void k2(const float* __restrict__ x) {}", "cuda") == {"k2"}

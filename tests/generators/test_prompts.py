@@ -43,9 +43,11 @@ def test_example_modes() -> None:
     assert own in selfp.user and selfp.meta["example"] == "relu"
     none = build_prompt(problem, TritonBackend(), {}, {}, PromptSettings(example="none"))
     assert "example" not in none.user.lower().split("rules:")[0] and none.meta["example"] is None
-    # no CUDA solutions ship: the CUDA prompt has no example section, and no gap where it would be
+    # the CUDA prompt's example is another problem's CUDA C++ solution (solutions/cuda), never a Triton one
     cuda = build_prompt(problem, CudaBackend(), {}, {})
-    assert cuda.meta["example"] is None and "load_inline" in cuda.user
+    assert cuda.meta["example"] not in (None, "relu") and "load_inline" in cuda.user
+    assert PROBLEMS[cuda.meta["example"]].solutions()["cuda"].read_text().strip() in cuda.user
+    assert "@triton.jit" not in cuda.user
 
 
 @pytest.mark.parametrize(("name", "bandwidth"), [

@@ -164,7 +164,9 @@ def test_parent_from_the_proposal() -> None:
 
 
 def test_no_parent_and_no_tunables_are_clear_errors() -> None:
-    [g] = ask(tune(), ctx_for(CudaBackend()), "relu", 1)
+    # cumsum ships no CUDA example solution to start from
+    assert "cuda" not in PROBLEMS["cumsum"].solutions()
+    [g] = ask(tune(), ctx_for(CudaBackend()), "cumsum", 1)
     assert g.code is None and "no parent" in (g.error or "")
     [g] = ask(tune(), ctx_for(), "relu", 1, parent_code="class ModelNew:\n    pass\n")
     assert g.code is None and "no tunable constants" in (g.error or "")

@@ -798,10 +798,13 @@ class Judge:
         return True
 
 
+_CUDA_KERNEL = (r"__global__\s+(?:(?:__launch_bounds__|__maxnreg__)\s*\([^)]*\)\s*|[\w:<>\*]+\s+|\*\s*)*?"
+                r"(?!__launch_bounds__|__maxnreg__)(\w+)\s*\(")
 _KERNEL_PATTERNS = {
     "triton": None,  # @triton.jit function names, from the AST
-    "cuda": re.compile(r"__global__\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?[\w:<>\s\*]*?\b(\w+)\s*\("),
-    "cutlass": re.compile(r"__global__\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?[\w:<>\s\*]*?\b(\w+)\s*\("),
+    # __global__ [qualifiers, __launch_bounds__(..) in either order, the return type] name(
+    "cuda": re.compile(_CUDA_KERNEL),
+    "cutlass": re.compile(_CUDA_KERNEL),
 }
 
 
