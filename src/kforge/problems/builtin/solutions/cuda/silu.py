@@ -13,7 +13,7 @@ constexpr int THREADS = 256;
 constexpr int VEC_PER_THREAD = 4;  // float4s in flight per thread: 64 bytes of loads before the first store
 
 __device__ __forceinline__ float silu1(float v) {
-    return (v > 0.f || v != v) ? v : 0.f;  // NaN propagates, as torch.silu does
+    return v / (1.f + expf(-v));  // x * sigmoid(x); NaN propagates
 }
 
 // The bulk as float4 (16-byte loads and stores, streaming: each value is touched once), then the
