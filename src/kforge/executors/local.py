@@ -133,9 +133,10 @@ class LocalExecutor(Executor):
                choices=("auto", "cuda", "cpu")),
         Option("gpus", list, None, "GPU indices to use (default: every visible GPU)", item_type=int),
         Option("workers", int, None, "number of judges on the CPU (default 1); on GPUs one per GPU", minimum=1),
-        Option("judges_per_gpu", int, 2,
+        Option("judges_per_gpu", int, 1,
                "judges sharing each GPU: their correctness work overlaps, timing takes the GPU alone "
-               "(a lock per GPU), so the GPU is busier without disturbing a timed candidate", minimum=1),
+               "(a lock per GPU); each holds a problem's tensors, so only for problems that fit the GPU "
+               "that many times over", minimum=1),
         Option("compile_workers", int, None,
                "CPU processes building C++/CUDA extensions ahead of timing (default: the cores, less one "
                "per judge); 0 compiles inside the sandbox instead", minimum=0),
