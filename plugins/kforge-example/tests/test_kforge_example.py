@@ -89,8 +89,11 @@ def test_unknown_problem_gets_no_code():
 
 
 def test_backend_option_overrides_the_runs_backend():
-    gen = generate(SolutionsGenerator(backend="cuda"), "relu", context("triton"))
-    assert gen.code is None  # the built-in problems ship Triton solutions only
+    ctx = context("triton")
+    gen = generate(SolutionsGenerator(backend="cuda"), "relu", ctx)
+    assert gen.code == ctx.problems_by_id["relu"].solutions()["cuda"].read_text()
+    gen = generate(SolutionsGenerator(backend="cuda"), "cumsum", ctx)
+    assert gen.code is None  # cumsum has a Triton solution only
     assert "no cuda example solution" in gen.error
 
 
