@@ -429,3 +429,16 @@ def test_cuda_kernel_names_are_found_whatever_the_qualifier_order() -> None:
     assert _own_kernel_names("__global__ __launch_bounds__(128, 2) void bar(int n) {}", "cuda") == {"bar"}
     assert _own_kernel_names('extern "C" __global__ static void\nbaz(int n) {}', "cutlass") == {"baz"}
     assert _own_kernel_names("template <int B> __global__ void k2(const float* __restrict__ x) {}", "cuda") == {"k2"}
+
+
+def test_close_removes_the_judges_own_temp_directory(tmp_path) -> None:
+    from kforge.runtime.judge import Judge
+
+    judge = Judge(device="cpu", keep_spare=False)
+    root = judge.root
+    assert root.is_dir()
+    judge.close()
+    assert not root.exists()
+    kept = Judge(device="cpu", workdir=tmp_path / "mine", keep_spare=False)
+    kept.close()
+    assert (tmp_path / "mine").is_dir()  # a directory the caller gave is the caller's

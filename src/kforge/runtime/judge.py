@@ -333,6 +333,7 @@ class Judge:
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
+        self._own_root = workdir is None  # a temp directory of ours: removed on close()
         self.root = Path(workdir or tempfile.mkdtemp(prefix="kforge-judge-"))
         self.root.mkdir(parents=True, exist_ok=True)
         self.info = device_info(self.device)
@@ -356,6 +357,8 @@ class Judge:
         if self._spare is not None:
             self._spare.kill()
             self._spare = None
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def _new_sandbox(self) -> Sandbox:
         return Sandbox(self.device, self.root, self.sandbox_memory)
