@@ -98,6 +98,14 @@ def build_request(problem: Problem, code: str, request_id: str, backend: Any, sh
         heldout=list(problem.shapes.get("heldout") or []) if ev["heldout"] and shape_name == "main" else [])
 
 
+# What the engine keeps in memory per result (the rest is in the store): enough for the summary.
+SUMMARY_FIELDS = ("candidate_id", "problem_id", "status", "speedup")
+
+
+def _summary_fields(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: result.get(k) for k in SUMMARY_FIELDS}
+
+
 class Engine:
     def __init__(self, recipe: Recipe, run_dir: Path | None = None, registry: Registry | None = None,
                  resume: bool = False) -> None:
@@ -303,7 +311,7 @@ class Engine:
             self.search.load_state_dict(state)
         cands = self.store.candidates()
         self._cand_seq = max((int(c["id"][1:]) for c in cands if c["id"][1:].isdigit()), default=0)
-        self.results = self.store.results()
+        self.results = [_summary_fields(r) for r in self.store.results()]
         for r in self.results:
             s = r.get("speedup")
             if s is not None and s > self.best.get(r["problem_id"], 0.0):
@@ -546,7 +554,7 @@ class Engine:
         data = result.to_dict()
         data["candidate_id"] = cand.id
         self.store.add_result(cand.id, data)
-        self.results.append(data)
+        self.results.append(_summary_fields(data))
         self.emit(E.make(E.RESULT, problem=cand.problem_id, candidate=cand.id, label=cand.label,
                          status=result.status, speedup=result.speedup, device=result.device,
                          device_kind=result.device_kind, guard=result.guard, error=result.error,
