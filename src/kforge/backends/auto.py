@@ -15,19 +15,20 @@ from typing import Any
 
 from kforge.api import Backend
 from kforge.hookspecs import hookimpl
+from kforge.runtime.build import needs_build
 
 _CUTLASS = re.compile(r"#\s*include\s*[<\"](?:cutlass|cute)/|\bkforge_cutlass\b")
 _CUDA = re.compile(r"__global__")
-_EXT = re.compile(r"cpp_extension")
 
 
 def language_of(code: str) -> str:
-    """'cutlass', 'cuda' or 'triton': the backend a candidate's code is written for."""
-    if _EXT.search(code) and _CUTLASS.search(code):
+    """'cutlass', 'cuda' or 'triton': the backend a candidate's code is written for. C++ is what the
+    compile stage would build (``needs_build``); anything else is Triton."""
+    if not needs_build(code):
+        return "triton"
+    if _CUTLASS.search(code):
         return "cutlass"
-    if _EXT.search(code) and _CUDA.search(code):
-        return "cuda"
-    return "triton"
+    return "cuda" if _CUDA.search(code) else "triton"
 
 
 class AutoBackend(Backend):
