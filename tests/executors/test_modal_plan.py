@@ -113,3 +113,35 @@ def test_kforge_run_dry_run_prints_the_modal_plan(kforge_cli, isolated_env: dict
     executor = plan["executor"]["plan"]
     assert executor["gpu"] == "H100!" and executor["image"]["pins"]["torch"]
     assert executor["fan_out"]["max_containers"] == 8 and "estimate" in executor["estimated_cost"]["note"]
+
+
+def test_the_image_carries_kforge_cutlass_for_cutlass_candidates(monkeypatch) -> None:
+    """Cutlass candidates import ``kforge_cutlass`` for their include paths: where it is installed
+    here, the image gets it as source beside kforge (CUTLASS_PATH there points at /opt/cutlass)."""
+    monkeypatch.syspath_prepend(str(REPO / "plugins" / "kforge-cutlass" / "src"))
+    settings = ModalSettings.from_options({})
+    assert settings.image.cutlass
+    assert settings.image.local_sources() == ["kforge", "kforge_cutlass"]
+    image = ModalExecutor().describe()["image"]
+    assert "kforge and kforge_cutlass" in image["kforge"] and "warning" not in image
+    no_headers = ModalSettings.from_options({"cutlass": ""})
+    assert no_headers.image.local_sources() == ["kforge"]
+
+
+def test_the_plan_warns_when_kforge_cutlass_is_missing(monkeypatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "kforge_cutlass" else real(name, *a))
+    image = ModalExecutor().describe()["image"]
+    assert "kforge_cutlass" in image["warning"] and "would fail to import" in image["warning"]
+
+
+def test_the_real_modal_client_builds_that_image(monkeypatch) -> None:
+    """The image definition through Modal's own client (lazy: nothing is sent to Modal)."""
+    modal = pytest.importorskip("modal")
+    from kforge.executors.modal_app import build_image
+
+    monkeypatch.syspath_prepend(str(REPO / "plugins" / "kforge-cutlass" / "src"))
+    image = build_image(ModalSettings.from_options({}).image)
+    assert isinstance(image, modal.Image)

@@ -58,10 +58,27 @@ class ImageSpec:
     torch_index_url: str  # where the CUDA build of torch comes from ("" = PyPI)
 
     def describe(self) -> dict[str, Any]:
-        return {"base": self.base, "python": self.python, "pins": self.pins(),
-                "cutlass_headers": f"NVIDIA/cutlass v{self.cutlass} at /opt/cutlass" if self.cutlass else None,
-                "torch_index_url": self.torch_index_url or None,
-                "kforge": "the local kforge package, added as Python source (add_local_python_source)"}
+        sources = self.local_sources()
+        out = {"base": self.base, "python": self.python, "pins": self.pins(),
+               "cutlass_headers": f"NVIDIA/cutlass v{self.cutlass} at /opt/cutlass" if self.cutlass else None,
+               "torch_index_url": self.torch_index_url or None,
+               "kforge": f"the local {' and '.join(sources)} packages, added as Python source (add_local_python_source)"
+               if len(sources) > 1 else "the local kforge package, added as Python source (add_local_python_source)"}
+        if self.cutlass and "kforge_cutlass" not in sources:
+            out["warning"] = ("kforge_cutlass (plugins/kforge-cutlass) is not installed here, so the image lacks it: "
+                              "cutlass candidates, which import it for include_paths(), would fail to import there")
+        return out
+
+    def local_sources(self) -> list[str]:
+        """The Python packages of this machine that go into the image as source: kforge's runtime and,
+        with CUTLASS headers, the ``kforge_cutlass`` helper the cutlass backend's candidates import
+        (``from kforge_cutlass import include_paths``), where it is installed."""
+        import importlib.util
+
+        names = ["kforge"]
+        if self.cutlass and importlib.util.find_spec("kforge_cutlass") is not None:
+            names.append("kforge_cutlass")
+        return names
 
     def pins(self) -> dict[str, str]:
         return {"torch": self.torch, "triton": self.triton, "numpy": self.numpy}

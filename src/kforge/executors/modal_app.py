@@ -202,7 +202,7 @@ def build_image(spec: ImageSpec) -> modal.Image:
     image = image.uv_pip_install(f"torch=={spec.torch}", f"triton=={spec.triton}", f"numpy=={spec.numpy}",
                                  extra_index_url=spec.torch_index_url or None)
     # last, so editing kforge never rebuilds the layers above
-    return image.env(env).add_local_python_source("kforge")
+    return image.env(env).add_local_python_source(*spec.local_sources())
 
 
 def class_options(settings: ModalSettings) -> dict[str, Any]:
