@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 import tempfile
 import types
@@ -92,6 +93,37 @@ class Mismatch(Exception):
         self.guard, self.max_abs, self.max_rel = guard, max_abs, max_rel
 
 
+# Elements compared per pass: the float64 temporaries of one pass stay near 1 GiB whatever the output's
+# size (a 400M-element output compared whole took ~20 GiB of them).
+COMPARE_CHUNK = 1 << 24
+
+
+def _float_stats(o: torch.Tensor, r: torch.Tensor, atol: float, rtol: float) -> dict[str, Any]:
+    """Float64 comparison of ``o`` with ``r`` (same shape, device), chunk by chunk: NaN/Inf where the
+    reference is finite, max abs and relative error, elements over atol + rtol*|r|, and the squared L2
+    norms of the error and of the reference over its finite elements."""
+    o, r = o.reshape(-1), r.reshape(-1)
+    n = r.numel()
+    zero = torch.zeros((), dtype=torch.float64, device=r.device)
+    nonfinite = over = torch.zeros((), dtype=torch.int64, device=r.device)
+    max_abs = max_rel = err_sq = ref_sq = zero
+    floor = max(atol, 1e-12)
+    for lo in range(0, n, COMPARE_CHUNK):
+        oc, rc = o[lo:lo + COMPARE_CHUNK].double(), r[lo:lo + COMPARE_CHUNK].double()
+        finite = torch.isfinite(rc)
+        nonfinite = nonfinite + (~torch.isfinite(oc) & finite).sum()
+        diff = torch.where(finite, (oc - rc).abs(), 0.0)
+        rabs = rc.abs()
+        max_abs = torch.maximum(max_abs, diff.max())
+        max_rel = torch.maximum(max_rel, (diff / rabs.clamp_min(floor)).max())
+        over = over + (diff > atol + rtol * rabs).sum()
+        err_sq = err_sq + torch.where(finite, diff * diff, 0.0).sum()
+        ref_sq = ref_sq + torch.where(finite, rc * rc, 0.0).sum()
+    vals = torch.stack([nonfinite.double(), max_abs, max_rel, over.double(), err_sq, ref_sq]).tolist()
+    return {"nonfinite": int(vals[0]), "max_abs": vals[1], "max_rel": vals[2], "over": int(vals[3]),
+            "err_sq": vals[4], "ref_sq": vals[5]}
+
+
 def compare(out: Any, ref: Any, atol: float, rtol: float, expect_device: str) -> tuple[float, float]:
     """Raise Mismatch unless ``out`` matches ``ref``; return (max abs error, max relative error).
 
@@ -121,25 +153,15 @@ def compare(out: Any, ref: Any, atol: float, rtol: float, expect_device: str) ->
             if not torch.equal(o, r):
                 raise Mismatch("tolerance", f"{where} differs from the reference in {int((o != r).sum())} elements")
             continue
-        o64, r64 = o.double(), r.double()
-        bad = ~torch.isfinite(o64) & torch.isfinite(r64)
-        if bool(bad.any()):
-            raise Mismatch("nonfinite", f"{where} has {int(bad.sum())} NaN/Inf values where the reference is finite")
-        diff = (o64 - r64).abs()
-        diff = torch.where(torch.isfinite(r64), diff, torch.zeros_like(diff))
-        max_abs = float(diff.max()) if diff.numel() else 0.0
-        denom = r64.abs().clamp_min(max(atol, 1e-12))
-        max_rel = float((diff / denom).max()) if diff.numel() else 0.0
+        s = _float_stats(o, r, atol, rtol)
+        if s["nonfinite"]:
+            raise Mismatch("nonfinite", f"{where} has {s['nonfinite']} NaN/Inf values where the reference is finite")
+        max_abs, max_rel = s["max_abs"], s["max_rel"]
         worst_abs, worst_rel = max(worst_abs, max_abs), max(worst_rel, max_rel)
-        tol = atol + rtol * r64.abs()
-        over = diff > tol
-        if bool(over.any()):
-            n = int(over.sum())
-            raise Mismatch("tolerance", f"{where}: {n} of {diff.numel()} elements off by more than atol={atol:g}, "
+        if s["over"]:
+            raise Mismatch("tolerance", f"{where}: {s['over']} of {r.numel()} elements off by more than atol={atol:g}, "
                            f"rtol={rtol:g} (max abs error {max_abs:.3g})", max_abs, max_rel)
-        finite = torch.isfinite(r64)
-        ref_norm = float(r64[finite].norm()) if diff.numel() else 0.0
-        err_norm = float(diff[finite].norm()) if diff.numel() else 0.0
+        ref_norm, err_norm = math.sqrt(s["ref_sq"]), math.sqrt(s["err_sq"])
         if ref_norm > 0 and err_norm / ref_norm > rtol and err_norm > 0:
             raise Mismatch("relative_error", f"{where}: relative L2 error {err_norm / ref_norm:.3g} exceeds {rtol:g}",
                            max_abs, max_rel)
