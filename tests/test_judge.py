@@ -189,7 +189,14 @@ def test_correct_triton_relu_is_correct_with_timing(judge: Judge) -> None:
     assert "Triton interpreter" in res.timing_method
     assert res.versions["torch"] == torch.__version__
     assert res.error is None and res.guard is None
-    assert set(res.durations_s) >= {"compile", "correctness", "timing", "total"}
+    assert set(res.durations_s) >= {"reference", "compile", "correctness", "checks", "timing", "teardown", "total"}
+    # where the time went, per sandbox command: calls, round trips, and the sandbox's own busy time
+    sandbox = res.diagnostics["sandbox"]
+    assert sandbox["run"]["calls"] == 6  # five trials, the first run twice
+    assert sandbox["time"]["calls"] >= 3 + 1  # warm-up and timed rounds
+    for cmd in ("load", "run", "time", "refresh"):
+        assert 0 <= sandbox[cmd]["busy_s"] <= sandbox[cmd]["round_trip_s"]
+    assert 0 < res.diagnostics["correctness_main_s"] <= res.durations_s["correctness"]
     # the result is plain JSON and survives a round trip
     again = P.EvalResult.from_dict(json.loads(json.dumps(res.to_dict())))
     assert again == res
@@ -442,3 +449,51 @@ def test_close_removes_the_judges_own_temp_directory(tmp_path) -> None:
     kept = Judge(device="cpu", workdir=tmp_path / "mine", keep_spare=False)
     kept.close()
     assert (tmp_path / "mine").is_dir()  # a directory the caller gave is the caller's
+
+
+# A candidate that runs out of GPU memory the first time it is loaded anywhere (a marker file says
+# so), as one does when another judge on the same GPU holds the memory it needs.
+OOM_ONCE = """
+import os
+import torch
+import torch.nn as nn
+
+MARK = {mark!r}
+
+
+class ModelNew(nn.Module):
+    def forward(self, x):
+        if not os.path.exists(MARK):
+            open(MARK, "w").close()
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return torch.relu(x)
+"""
+
+OOM_ALWAYS = torch_candidate('raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")')
+
+
+def test_an_out_of_memory_verdict_is_retried_alone_when_judges_share_a_gpu(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("KFORGE_JUDGES_PER_GPU", "2")
+    j = Judge(device="cpu", workdir=tmp_path / "j", keep_spare=False)
+    try:
+        assert j.sharing == 2
+        res = j.evaluate(request(RELU_PROBLEM, OOM_ONCE.format(mark=str(tmp_path / "mark"))))
+        assert res.status == P.CORRECT, (res.error, res.log_tail)
+        assert any(f.startswith("oom_retried_alone (first: runtime_error") for f in res.flags), res.flags
+        # an out-of-memory of the candidate's own is still its verdict, after the retry
+        res = j.evaluate(request(RELU_PROBLEM, OOM_ALWAYS))
+        assert res.status == P.RUNTIME_ERROR and "OutOfMemoryError" in res.error
+        assert any(f.startswith("oom_retried_alone") for f in res.flags)
+    finally:
+        j.close()
+
+
+def test_an_out_of_memory_verdict_stands_for_a_judge_alone_on_its_gpu(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("KFORGE_JUDGES_PER_GPU", raising=False)
+    j = Judge(device="cpu", workdir=tmp_path / "j", keep_spare=False)
+    try:
+        res = j.evaluate(request(RELU_PROBLEM, OOM_ONCE.format(mark=str(tmp_path / "mark"))))
+        assert res.status == P.RUNTIME_ERROR and "OutOfMemoryError" in res.error
+        assert not any(f.startswith("oom_retried") for f in res.flags)
+    finally:
+        j.close()

@@ -53,6 +53,9 @@ CORE_OPTIONS: dict[str, OptionSet] = {
         Option("profile_check", bool, True, "on a GPU, the profiler must see the candidate launch a kernel it defines"),
         Option("ops_check", bool, True, "reject a forward that runs every compute op of the reference (library fallback)"),
         Option("aa_tolerance", float, 0.01, "flag a result as noisy when the baseline's A/A ratio is off by more"),
+        Option("cuda_graph_below_ms", float, 0.1,
+               "on a GPU, time both sides by CUDA-graph replay when the faster one's warm-up time is under this "
+               "(ms): a plain call's launch and synchronisation would dominate; 0 never", minimum=0),
         Option("compile_timeout_s", float, 300.0, "timeout for loading/compiling one candidate", minimum=1),
         Option("run_timeout_s", float, 60.0, "timeout for one call of a candidate", minimum=1),
     )),

@@ -55,8 +55,8 @@ def gpu_names() -> list[str]:
 
 
 class JudgeWorker:
-    def __init__(self, index: int, gpu: str | None, log_path: Path | None) -> None:
-        self.index, self.gpu, self.log_path = index, gpu, log_path
+    def __init__(self, index: int, gpu: str | None, log_path: Path | None, sharing: int = 1) -> None:
+        self.index, self.gpu, self.log_path, self.sharing = index, gpu, log_path, sharing
         self.proc: asyncio.subprocess.Process | None = None
         self.info: dict[str, Any] = {}
         self.busy_s = 0.0
@@ -73,6 +73,7 @@ class JudgeWorker:
         else:
             env["CUDA_VISIBLE_DEVICES"] = self.gpu
             env["KFORGE_DEVICE"] = "cuda"
+            env["KFORGE_JUDGES_PER_GPU"] = str(self.sharing)
         log: Any = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "kforge.runtime.judge", stdin=asyncio.subprocess.PIPE,
@@ -187,7 +188,8 @@ class LocalExecutor(Executor):
         if log_dir:
             log_dir.mkdir(parents=True, exist_ok=True)
         devices = self.plan_devices()
-        self.workers = [JudgeWorker(i, d, (log_dir / f"judge-{i}.log") if log_dir else None)
+        self.workers = [JudgeWorker(i, d, (log_dir / f"judge-{i}.log") if log_dir else None,
+                                    sharing=devices.count(d))
                         for i, d in enumerate(devices)]
         await asyncio.gather(*(w.start() for w in self.workers))
         self.compile_workers = self._plan_compile_workers(len(self.workers))

@@ -49,7 +49,7 @@ from kforge.runtime.problem import (
     flatten_outputs,
     load_problem_module,
 )
-from kforge.runtime.timing import Timer, summarise
+from kforge.runtime.timing import Timer, capture_graph, summarise
 from kforge.runtime.wire import Channel, PayloadTooLarge, dtype_from_name
 
 HARNESS_VERSION = "kforge-judge/1"
@@ -174,6 +174,10 @@ class Sandbox:
         self._drain = threading.Thread(target=self._read_output, daemon=True)
         self._drain.start()
         self.ready = False
+        # Per command: [calls, round-trip seconds, seconds the sandbox said it was busy], and the most
+        # GPU memory it said it had reserved: the judge's breakdown of where time and memory go.
+        self.stats: dict[str, list[float]] = {}
+        self.peak_bytes = 0
 
     def _read_output(self) -> None:
         assert self.proc.stdout is not None
@@ -194,13 +198,23 @@ class Sandbox:
             self.ready = True
 
     def call(self, msg: dict[str, Any], timeout: float, tensors: dict[str, Any] | None = None) -> dict[str, Any]:
+        t0 = time.perf_counter()
         if tensors:
             msg = dict(msg, **{k: self.chan.encode(v) for k, v in tensors.items()})
         try:
             self.chan.send(msg)
         except (BrokenPipeError, OSError) as exc:
             raise SandboxDied(self.describe_exit()) from exc
-        return self.recv(timeout)
+        reply = self.recv(timeout)
+        st = self.stats.setdefault(str(msg.get("cmd")), [0, 0.0, 0.0])
+        st[0] += 1
+        st[1] += time.perf_counter() - t0
+        busy, peak = reply.get("busy_s"), reply.get("peak_bytes")
+        if isinstance(busy, (int, float)) and math.isfinite(busy):
+            st[2] += float(busy)
+        if isinstance(peak, int):
+            self.peak_bytes = max(self.peak_bytes, peak)
+        return reply
 
     def recv(self, timeout: float) -> dict[str, Any]:
         try:
@@ -338,8 +352,12 @@ class Judge:
         self.root.mkdir(parents=True, exist_ok=True)
         self.info = device_info(self.device)
         self.lock = DeviceLock(self.device)
+        # How many judges share this GPU (set by the local executor): with more than one, a candidate
+        # that ran out of GPU memory is judged again alone before the verdict stands.
+        self.sharing = max(1, int(os.environ.get("KFORGE_JUDGES_PER_GPU", "1") or 1))
         self.keep_spare = keep_spare
         self.sandbox_memory = sandbox_memory_limit(self.device.type)
+        self._reapers: list[threading.Thread] = []  # threads waiting for killed sandboxes to exit
         self._spare: Sandbox | None = self._new_sandbox() if keep_spare else None
         self._sysrand = random.SystemRandom()
         self._compile_cache: dict[tuple[Any, ...], Any] = {}
@@ -353,7 +371,23 @@ class Judge:
             return contextlib.nullcontext()
         return torch.cuda.use_mem_pool(self._share_pool)
 
+    def _retire(self, sb: Sandbox) -> None:
+        """Kill a used sandbox now; wait for it to exit (a CUDA context takes a while to tear down) and
+        remove its folder in the background, so the next candidate need not wait for that."""
+        if sb.proc.poll() is None:
+            try:
+                os.killpg(sb.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                sb.proc.kill()
+        self._reapers = [t for t in self._reapers if t.is_alive()]
+        reaper = threading.Thread(target=sb.kill, name="kforge-reap-sandbox", daemon=True)
+        reaper.start()
+        self._reapers.append(reaper)
+
     def close(self) -> None:
+        for reaper in self._reapers:
+            reaper.join(timeout=15)
+        self._reapers = []
         if self._spare is not None:
             self._spare.kill()
             self._spare = None
@@ -370,6 +404,18 @@ class Judge:
 
     # ------------------------------------------------------------------------------------------
     def evaluate(self, req: P.EvalRequest) -> P.EvalResult:
+        res = self._evaluate_once(req)
+        if self.sharing > 1 and _out_of_memory(res):
+            # Another judge on this GPU may have held the memory this candidate needed: judge it
+            # again holding the GPU alone, so only a candidate that runs out on its own is failed.
+            first = res
+            res = self._evaluate_once(req, alone=True)
+            res.flags.append(f"oom_retried_alone (first: {first.status}, {(first.error or '')[:120]})")
+            res.durations_s["total"] = round(res.durations_s.get("total", 0.0) + first.durations_s.get("total", 0.0),
+                                             4)
+        return res
+
+    def _evaluate_once(self, req: P.EvalRequest, alone: bool = False) -> P.EvalResult:
         t_start = time.perf_counter()
         res = P.EvalResult(request_id=req.request_id, problem_id=req.problem_id, status=P.INFRA_ERROR,
                            device=self.info.get("device"), device_kind=self.info.get("device_kind"),
@@ -377,10 +423,13 @@ class Judge:
                            shape_name=req.shape_name)
         if self.device.type == "cpu":
             res.flags.append("cpu_timing")
+        else:
+            torch.cuda.reset_peak_memory_stats(self.device)
         sb: Sandbox | None = None
         try:
             sb = self._take_sandbox()
-            self._evaluate(req, res, sb)
+            with self.lock.hold(exclusive=True) if alone else contextlib.nullcontext():
+                self._evaluate(req, res, sb)
         except SandboxTimeout as exc:
             res.status, res.guard, res.error = P.TIMEOUT, res.guard or "timeout", f"{res.error or 'timed out'}: {exc}"
         except SandboxDied as exc:
@@ -392,13 +441,22 @@ class Judge:
         except Exception as exc:  # noqa: BLE001 - a failure of the judge itself is an infra error
             res.status, res.error = P.INFRA_ERROR, f"judge error: {type(exc).__name__}: {exc}"
         finally:
+            t_end = time.perf_counter()
+            if self.device.type == "cuda":
+                res.diagnostics["judge_peak_gib"] = round(torch.cuda.max_memory_reserved(self.device) / 2**30, 3)
             if sb is not None:
                 tail = sb.log_tail()
                 if tail.strip():
                     res.log_tail = tail
-                sb.kill()
+                res.diagnostics["sandbox"] = {cmd: {"calls": int(n), "round_trip_s": round(rt, 4),
+                                                    "busy_s": round(busy, 4)}
+                                              for cmd, (n, rt, busy) in sb.stats.items()}
+                if sb.peak_bytes:
+                    res.diagnostics["sandbox_peak_gib"] = round(sb.peak_bytes / 2**30, 3)
+                self._retire(sb)
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
+            res.durations_s["teardown"] = round(time.perf_counter() - t_end, 4)
         res.flags = list(dict.fromkeys(res.flags))  # a re-measurement may raise the same flag twice
         res.durations_s["total"] = round(time.perf_counter() - t_start, 4)
         return res
@@ -445,8 +503,10 @@ class Judge:
         tol = DEFAULT_TOLERANCE.get(req.dtype, 1e-4)
         atol = req.atol if req.atol is not None else tol
         rtol = req.rtol if req.rtol is not None else tol
+        t0 = time.perf_counter()
         with self.lock.hold(exclusive=False):  # the reference's weights go to the GPU
             module, ref_model, init_inputs = self._reference(req, req.shape)
+        res.durations_s["reference"] = round(time.perf_counter() - t0, 4)
 
         # -- load the candidate in its sandbox (import compiles) ----------------------------------
         t0 = time.perf_counter()
@@ -489,10 +549,33 @@ class Judge:
     def _untimed_checks(self, req: P.EvalRequest, res: P.EvalResult, sb: Sandbox, module: Any, ref_model: Any,
                         init_inputs: list[Any], atol: float, rtol: float) -> bool:
         """Correctness at the main and held-out shapes, then the op and profiler checks."""
-        # -- correctness: the main shape, then held-out shapes ------------------------------------
+        t0 = time.perf_counter()
+        try:
+            if not self._all_correctness(req, res, sb, module, ref_model, init_inputs, atol, rtol):
+                return False
+        finally:
+            res.durations_s["correctness"] = round(time.perf_counter() - t0, 4)
+
+        t0 = time.perf_counter()
+        try:
+            # -- did forward compute the whole answer with the reference's own torch ops? -------
+            if req.ops_check and not self._ops_check(req, res, sb, module, ref_model):
+                return False
+            # -- the profiler: did the candidate launch a kernel of its own? ---------------------
+            if self.device.type == "cuda" and req.profile_check and req.backend in _KERNEL_PATTERNS:
+                if not self._profile_check(req, res, sb, module):
+                    return False
+            return True
+        finally:
+            res.durations_s["checks"] = round(time.perf_counter() - t0, 4)
+
+    def _all_correctness(self, req: P.EvalRequest, res: P.EvalResult, sb: Sandbox, module: Any, ref_model: Any,
+                         init_inputs: list[Any], atol: float, rtol: float) -> bool:
+        """Correctness at the main shape, then at each held-out shape."""
         t0 = time.perf_counter()
         if not self._correctness(req, res, sb, module, ref_model, max(int(req.trials), 1), atol, rtol, "main"):
             return False
+        res.diagnostics["correctness_main_s"] = round(time.perf_counter() - t0, 4)
         for k, shape in enumerate(req.heldout):
             label = f"heldout:{k}"
             h_module, h_ref, h_init = self._reference(req, shape)
@@ -511,16 +594,6 @@ class Judge:
                             tensors={"init": init_inputs})
             if not reply.get("ok"):
                 self._fail_reply(res, reply, "init")
-                return False
-        res.durations_s["correctness"] = round(time.perf_counter() - t0, 4)
-
-        # -- did forward compute the whole answer with the reference's own torch ops? -----------
-        if req.ops_check and not self._ops_check(req, res, sb, module, ref_model):
-            return False
-
-        # -- the profiler: did the candidate launch a kernel of its own? -------------------------
-        if self.device.type == "cuda" and req.profile_check and req.backend in _KERNEL_PATTERNS:
-            if not self._profile_check(req, res, sb, module):
                 return False
         return True
 
@@ -657,6 +730,39 @@ class Judge:
             self._compile_cache[key] = torch.compile(model, mode=None if mode == "default" else mode)
         return self._compile_cache[key]
 
+    def _graph_setup(self, req: P.EvalRequest, res: P.EvalResult, sb: Sandbox, ref_model: Any,
+                     compiled: dict[str, Any], ref_sets: list[Any], warm_base: list[float],
+                     warm_cand: list[float]) -> tuple[list[Any], dict[str, list[Any]]] | None:
+        """Graphs for timing by replay, when the faster side's warm-up median is under
+        ``cuda_graph_below_ms``: ([(graph, output)] per set for the baseline, {mode: [...]} for the
+        torch.compile baselines that could be captured). Empty when timing plain calls (the reason is
+        in the flags); None when the sandbox failed."""
+        if self.device.type != "cuda" or req.cuda_graph_below_ms <= 0 or not warm_base or not warm_cand:
+            return [], {}
+        fastest = min(min(warm_base), min(warm_cand))  # min: the first warm-up call also compiles
+        if fastest >= req.cuda_graph_below_ms:
+            return [], {}
+        try:
+            ref_graphs = [capture_graph(ref_model, args, self.device) for args in ref_sets]
+        except Exception as exc:  # noqa: BLE001 - the reference itself can't be captured: plain calls
+            torch.cuda.synchronize(self.device)
+            res.flags.append(f"graph_capture_failed: reference: {type(exc).__name__}: {str(exc)[:200]}")
+            return [], {}
+        reply = sb.call({"cmd": "graph_setup"}, timeout=req.run_timeout_s * 2)
+        if not reply.get("ok"):
+            self._fail_reply(res, reply)
+            return None
+        if not reply.get("graph"):
+            res.flags.append(f"graph_capture_failed: candidate: {str(reply.get('error'))[:300]}")
+            return [], {}
+        comp_graphs: dict[str, list[Any]] = {}
+        for mode, fn in compiled.items():
+            try:
+                comp_graphs[mode] = [capture_graph(fn, args, self.device) for args in ref_sets]
+            except Exception:  # noqa: BLE001 - e.g. "reduce-overhead" already replays its own graphs
+                torch.cuda.synchronize(self.device)
+        return ref_graphs, comp_graphs
+
     def _time(self, req: P.EvalRequest, res: P.EvalResult, sb: Sandbox, module: Any, ref_model: Any,
               atol: float, rtol: float) -> bool:
         """Interleaved timing: per round A (eager), B (candidate), C (torch.compile, per mode), A' (eager
@@ -665,26 +771,46 @@ class Judge:
         dtype = dtype_from_name(req.dtype)
         timer = Timer(dev, flush_l2=req.flush_l2)
         compiled = {m: self._compiled(req, m) for m in req.compile_modes}
-        res.timing_method = timer.method + ", interleaved per round: eager, candidate" + \
-            "".join(f", compile[{m}]" for m in compiled) + ", eager again (A/A)"
+        order = ", interleaved per round: eager, candidate" + "".join(f", compile[{m}]" for m in compiled) + \
+            ", eager again (A/A)"
+        res.timing_method = timer.method + order
         n_sets = 3
         with self._shared_alloc():
             sets = [draw_inputs(module, self._sysrand.getrandbits(63), "problem", dtype, dev) for _ in range(n_sets)]
-        ref_sets = [clone_inputs(s) for s in sets]  # the baseline's own copies, before the sandbox sees any
+        # The baseline's own copies, before the sandbox sees any. Fresh values are later written into
+        # these same buffers, which a captured graph reads.
+        ref_sets = [clone_inputs(s) for s in sets]
         reply = sb.call({"cmd": "time_setup"}, timeout=req.run_timeout_s, tensors={"sets": sets})
         del sets
         if not reply.get("ok"):
             self._fail_reply(res, reply)
             return False
+        warm_base: list[float] = []
+        warm_cand: list[float] = []
         for w in range(max(req.warmup, 1)):  # warm-up: JIT, autotuning and compilation are never timed
             with torch.no_grad():
-                timer.time_call(ref_model, ref_sets[w % n_sets])
+                warm_base.append(timer.time_call(ref_model, ref_sets[w % n_sets])[0])
                 for fn in compiled.values():
                     timer.time_call(fn, ref_sets[w % n_sets])
             reply = sb.call({"cmd": "time", "set": w % n_sets}, timeout=req.run_timeout_s)
             if not reply.get("ok"):
                 self._fail_reply(res, reply)
                 return False
+            if isinstance(reply.get("ms"), (int, float)):
+                warm_cand.append(float(reply["ms"]))
+        # Short kernels: a plain call's Python, launch and device-wide synchronisation are as long as
+        # the kernel, so both sides are timed by replaying a captured CUDA graph instead.
+        graphs = self._graph_setup(req, res, sb, ref_model, compiled, ref_sets, warm_base, warm_cand)
+        if graphs is None:
+            return False
+        ref_graphs, comp_graphs = graphs
+        if ref_graphs:
+            plain = [m for m in compiled if m not in comp_graphs]
+            res.timing_method = timer.describe(graph=True) + order + \
+                (f" (compile[{', '.join(plain)}]: plain calls, not capturable)" if plain else "")
+            time_ref = lambda s: timer.time_graph(*ref_graphs[s])  # noqa: E731
+        else:
+            time_ref = lambda s: timer.time_call(ref_model, ref_sets[s])  # noqa: E731
         pings = []
         for _ in range(5):
             p0 = time.perf_counter()
@@ -706,14 +832,14 @@ class Judge:
             # that caches by pointer, shape or value returns a stale answer, which the sampled checks see.
             with self._shared_alloc():
                 fresh = draw_inputs(module, self._sysrand.getrandbits(63), "problem", dtype, dev)
-            ref_sets[s] = clone_inputs(fresh)
+            _refill(ref_sets[s], fresh)
             reply = sb.call({"cmd": "refresh", "set": s}, timeout=req.run_timeout_s, tensors={"inputs": fresh})
             del fresh
             if not reply.get("ok"):
                 self._fail_reply(res, reply)
                 return False
             with torch.no_grad():
-                a, ref_out = timer.time_call(ref_model, ref_sets[s])
+                a, ref_out = time_ref(s)
             # Which outputs are checked is drawn from the OS, where the candidate can't see it: a
             # candidate that replays stale answers on unchecked rounds is caught with probability
             # 1 - (1 - CHECK_FRACTION)^k over k such rounds. The first round is always checked.
@@ -745,8 +871,9 @@ class Judge:
             del ref_out
             with torch.no_grad():
                 for m, fn in compiled.items():
-                    comp_ms[m].append(timer.time_call(fn, ref_sets[s])[0])
-                a2, _ = timer.time_call(ref_model, ref_sets[s])
+                    comp_ms[m].append((timer.time_graph(*comp_graphs[m][s]) if m in comp_graphs
+                                       else timer.time_call(fn, ref_sets[s]))[0])
+                a2, _ = time_ref(s)
             base_ms.append(a)
             base2_ms.append(a2)
             cand_ms.append(float(b))
@@ -795,7 +922,7 @@ class Judge:
                              f"({nbytes or 0:.3g} bytes, {flops or 0:.3g} FLOPs on {self.info.get('device')}): "
                              "impossible, so the work was not all done inside the timed call")
                 return False
-        if self.device.type == "cuda" and cand["median_ms"] < 0.02:
+        if self.device.type == "cuda" and cand["median_ms"] < 0.02 and not ref_graphs:
             res.flags.append("launch_bound")
         res.status = P.CORRECT
         return True
@@ -833,6 +960,23 @@ def _own_kernel_names(source: str, backend: str) -> set[str]:
     if pattern is not None:
         names.update(pattern.findall(source))
     return names
+
+
+_OOM = re.compile(r"OutOfMemoryError|CUDA out of memory|CUDA error: out of memory")
+
+
+def _out_of_memory(res: P.EvalResult) -> bool:
+    """A GPU out-of-memory failure, in the sandbox or in the judge itself."""
+    return res.status in (P.RUNTIME_ERROR, P.INFRA_ERROR) and bool(_OOM.search(res.error or ""))
+
+
+def _refill(buffers: list[Any], fresh: list[Any]) -> None:
+    """Fresh values into the same buffers (a captured graph reads them); non-tensor inputs replaced."""
+    for k, (dst, src) in enumerate(zip(buffers, fresh)):
+        if isinstance(dst, torch.Tensor) and isinstance(src, torch.Tensor) and dst.shape == src.shape:
+            dst.copy_(src)
+        else:
+            buffers[k] = src.clone() if isinstance(src, torch.Tensor) else src
 
 
 def _payload_devices(obj: Any) -> set[str]:

@@ -49,6 +49,9 @@ class EvalRequest:
     profile_check: bool = True  # on CUDA: the profiler must see a kernel defined in the candidate
     ops_check: bool = True  # reject a forward that runs every compute op of the reference
     aa_tolerance: float = 0.01
+    # Time by CUDA-graph replay (both sides) when the faster side's warm-up median is under this (ms);
+    # 0: never. Above it, plain calls with a device-wide synchronisation inside the timed region.
+    cuda_graph_below_ms: float = 0.1
     # Set by the executor's compile stage: environment for the sandbox's import (TORCH_EXTENSIONS_DIR
     # pointing at a prebuilt cache entry, TORCH_CUDA_ARCH_LIST), so load_inline finds its build done.
     build_env: dict[str, str] = field(default_factory=dict)
@@ -109,6 +112,9 @@ class EvalResult:
     durations_s: dict[str, float] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
     shape_name: str | None = None
+    # Where the judge's time and memory went (per sandbox command: calls, round trip, busy; peak GPU
+    # memory of judge and sandbox). For finding bottlenecks; never part of a verdict.
+    diagnostics: dict[str, Any] = field(default_factory=dict)
     version: int = PROTOCOL_VERSION
 
     @property

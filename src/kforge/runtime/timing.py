@@ -30,31 +30,65 @@ class Timer:
 
     @property
     def method(self) -> str:
+        return self.describe(graph=False)
+
+    def describe(self, graph: bool) -> str:
         if self.device.type == "cuda":
             flush = "l2-flush(2x L2)" if self.flush_buffer is not None else "warm-cache"
-            return f"cuda-events+device-sync, {flush}"
+            return f"cuda-graph replay between cuda-events, {flush}" if graph else f"cuda-events+device-sync, {flush}"
         return "cpu-wall-clock (perf_counter), Triton interpreter"
 
     def time_call(self, fn: Callable[..., Any], args: Sequence[Any]) -> tuple[float, Any]:
         if self.device.type == "cuda":
-            if self.flush_buffer is not None:
-                self.flush_buffer.zero_()
-            torch.cuda.synchronize(self.device)
-            start = torch.cuda.Event(enable_timing=True)
-            end = torch.cuda.Event(enable_timing=True)
-            start.record()
-            out = fn(*args)
-            torch.cuda.synchronize(self.device)  # device-wide: side streams are counted
-            end.record()
-            end.synchronize()
-            return float(start.elapsed_time(end)), out
+            return self._events_around(lambda: fn(*args), sync_inside=True)  # side streams are counted
         t0 = time.perf_counter()
         out = fn(*args)
         return (time.perf_counter() - t0) * 1e3, out
 
+    def time_graph(self, graph: Any, out: Any) -> tuple[float, Any]:
+        """Times one replay of a captured CUDA graph: the same L2 flush, CUDA events around the replay
+        alone. No Python runs inside the timed region and nothing but the captured kernels can run
+        (every stream a capture forks must rejoin it), so no device-wide synchronisation is needed
+        inside it; one follows it, so nothing overlaps the next sample."""
+        return self._events_around(graph.replay, sync_inside=False)[0], out
+
+    def _events_around(self, call: Callable[[], Any], sync_inside: bool) -> tuple[float, Any]:
+        if self.flush_buffer is not None:
+            self.flush_buffer.zero_()
+        torch.cuda.synchronize(self.device)
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        out = call()
+        if sync_inside:
+            torch.cuda.synchronize(self.device)  # device-wide: work on any stream ends inside the region
+        end.record()
+        end.synchronize()
+        if not sync_inside:
+            torch.cuda.synchronize(self.device)
+        return float(start.elapsed_time(end)), out
+
     def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def capture_graph(fn: Callable[..., Any], args: Sequence[Any], device: torch.device, warmup: int = 2) -> tuple[Any, Any]:
+    """One call of ``fn(*args)`` captured as a CUDA graph: (graph, its output, which each replay
+    rewrites in place). Warmed up on a side stream first, as PyTorch asks (lazy initialisation, cuBLAS
+    workspaces). Raises whatever the capture raised: the caller falls back to timing plain calls."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.no_grad(), torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn(*args)
+    torch.cuda.current_stream(device).wait_stream(side)
+    torch.cuda.synchronize(device)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        out = fn(*args)
+    torch.cuda.synchronize(device)
+    return graph, out
 
 
 def summarise(samples_ms: Sequence[float]) -> dict[str, Any]:
