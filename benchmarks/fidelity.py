@@ -220,11 +220,25 @@ def timer_aa(k: dict[str, Any], device: Any, rounds: int) -> dict[str, Any]:
         a.append(timer.time_call(fn, args)[0])
         a2.append(timer.time_call(fn, args)[0])
     sa, sa2, both = summarise(a), summarise(a2), summarise(a + a2)
+    out = {"method": timer.method, "median_ms": round(both["median_ms"], 6),
+           "aa_ratio": round(sa["median_ms"] / sa2["median_ms"], 5), "cv": round(both["cv"], 5),
+           "p20_ms": round(both["p20_ms"], 6), "p80_ms": round(both["p80_ms"], 6), "n": both["n"]}
+    if (k.get("calibrated_ms") or 1.0) < 0.1:  # what the judge does for short kernels: graph replay
+        from kforge.runtime.timing import capture_graph
+
+        g1, g2 = capture_graph(fn, args, device), capture_graph(fn, args, device)
+        ga, ga2 = [], []
+        for _ in range(rounds):
+            ga.append(timer.time_graph(*g1)[0])
+            ga2.append(timer.time_graph(*g2)[0])
+        gs, gs2, gboth = summarise(ga), summarise(ga2), summarise(ga + ga2)
+        out["graph"] = {"method": timer.describe(graph=True), "median_ms": round(gboth["median_ms"], 6),
+                        "aa_ratio": round(gs["median_ms"] / gs2["median_ms"], 5), "cv": round(gboth["cv"], 5),
+                        "n": gboth["n"]}
+        del g1, g2
     del fn, args
     torch.cuda.empty_cache()
-    return {"method": timer.method, "median_ms": round(both["median_ms"], 6), "aa_ratio": round(sa["median_ms"] / sa2["median_ms"], 5),
-            "cv": round(both["cv"], 5), "p20_ms": round(both["p20_ms"], 6), "p80_ms": round(both["p80_ms"], 6),
-            "n": both["n"]}
+    return out
 
 
 # -- 3. agreement ------------------------------------------------------------------------------------------
@@ -405,6 +419,11 @@ def main() -> None:
                 row["ncu"] = ncu_ms(k, outdir)
                 log(f"  do_bench {row.get('do_bench_ms')}, ncu {row['ncu'].get('median_ms', row['ncu'].get('error'))}")
                 tm = (row.get("timer") or {}).get("median_ms")
+                gm = ((row.get("timer") or {}).get("graph") or {}).get("median_ms")
+                if gm and row.get("do_bench_ms"):
+                    row["ratio_kforge_graph_over_do_bench"] = round(gm / row["do_bench_ms"], 4)
+                if gm and (row.get("ncu") or {}).get("median_ms"):
+                    row["ratio_kforge_graph_over_ncu"] = round(gm / row["ncu"]["median_ms"], 4)
                 if tm and row.get("do_bench_ms"):
                     row["ratio_kforge_over_do_bench"] = round(tm / row["do_bench_ms"], 4)
                 if tm and row["ncu"].get("median_ms"):
@@ -443,6 +462,11 @@ def print_table(out: dict[str, Any]) -> None:
         print(f"{name:<26}{f((k.get('timer') or {}).get('median_ms')):>16}{f((k.get('judge') or {}).get('cand_median_ms')):>15}"
               f"{f(k.get('do_bench_ms')):>13}{f(n.get('median_ms')):>11}{f(k.get('ratio_kforge_over_do_bench')):>12}"
               f"{f(k.get('ratio_kforge_over_ncu')):>9}")
+        g = (k.get("timer") or {}).get("graph")
+        if g:
+            print(f"{'  graph replay':<26}{f(g.get('median_ms')):>16}{'':>15}{'':>13}{'':>11}"
+                  f"{f(k.get('ratio_kforge_graph_over_do_bench')):>12}{f(k.get('ratio_kforge_graph_over_ncu')):>9}"
+                  f"   timer A/A {g.get('aa_ratio')}, cv {g.get('cv')}")
         if n.get("error"):
             print(f"   ncu: {n['error'][:300]}")
     print(f"(fidelity.json written; {out.get('elapsed_s')} s)")

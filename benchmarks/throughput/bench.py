@@ -20,7 +20,7 @@ Steps, each bounded so the whole fits one 10-minute device call (TOTAL_S):
 Settings (environment): MODE, PART (all|kforge|baseline), SHAPES (auto|main|small; default: the
 recipe's auto = main on a GPU), TRIALS, WARMUP, MIN_SAMPLES, MAX_SAMPLES (50), MAX_TIMING_S (1.0),
 HELDOUT, COMPILE_WORKERS, EXTRA_SET (more --set assignments, space-separated), TOTAL_S (480),
-KFORGE_LIMIT_S (270), BASELINE_BUDGET_S (150), BASELINE_ALL, SET_PROBLEMS, CUDA_N (make_set.py),
+KFORGE_LIMIT_S (270), JUDGES_PER_GPU (the executor's default), BASELINE_BUDGET_S (150), BASELINE_ALL, SET_PROBLEMS, CUDA_N (make_set.py),
 KEEP_CACHE=1 (keep OUTDIR/cache, the fresh caches both harnesses built; removed by default), RETIME=1
 (keep best-of-n's re-timing of each winner in the kforge runs; off by default: each candidate judged once).
 """
@@ -83,6 +83,8 @@ def kforge_overrides() -> list[str]:
             out.append(f"executor.compile_workers={env('COMPILE_WORKERS')}")
         else:
             log("COMPILE_WORKERS is set but this local executor has no compile_workers option: ignored")
+    if env("JUDGES_PER_GPU") is not None:
+        out.append(f"executor.judges_per_gpu={env('JUDGES_PER_GPU')}")
     if env("RETIME") != "1" and "retime_winner" in {o.name for o in BestOfN.options}:
         out.append("search.retime_winner=false")
     return out
@@ -210,12 +212,15 @@ def read_store(run_dir: Path, set_dir: Path) -> dict[str, Any]:
             rows.append({"id": candidate_id(meta.get("file"), set_dir), "status": r["status"], "guard": r.get("guard"),
                          "error": (r.get("error") or "")[:300], "durations_s": r.get("durations_s") or {},
                          "median_ms": (r.get("timing") or {}).get("median_ms"), "speedup": r.get("speedup"),
-                         "flags": r.get("flags") or [], "device": r.get("device")})
+                         "flags": r.get("flags") or [], "device": r.get("device"),
+                         "diagnostics": r.get("diagnostics") or {}})
         try:
-            workers = int(json.loads((run_dir / "provenance.json").read_text())["executor"]["workers"])
+            ex = json.loads((run_dir / "provenance.json").read_text())["executor"]
+            workers = int(ex["workers"])
+            gpus = len(set(ex.get("devices") or [])) or 1  # judges_per_gpu > 1: several judges, one GPU
         except (OSError, ValueError, KeyError, TypeError):
-            workers = 1
-        return {"judged": len(rows), "per_candidate": rows, "summary": summary, "workers": workers,
+            workers = gpus = 1
+        return {"judged": len(rows), "per_candidate": rows, "summary": summary, "workers": workers, "gpus": gpus,
                 "store_bytes": sum(f.stat().st_size for f in run_dir.glob("kforge.db*"))}
     finally:
         st.close()
@@ -242,7 +247,7 @@ def combine_kforge(runs: list[dict[str, Any]], gpu: dict[str, Any] | None) -> di
     wall = sum(r["wall_s"] for r in runs)
     busy_w = busy_n = 0.0
     per_run = []
-    n_gpus = max([int(run.get("workers") or 1) for run in runs] or [1])  # one judge per GPU
+    n_gpus = max([int(run.get("gpus") or 1) for run in runs] or [1])
     for run in runs:
         s = run.get("summary") or {}
         busy = s.get("gpu_busy_fraction", s.get("judge_busy_fraction"))
@@ -264,12 +269,33 @@ def combine_kforge(runs: list[dict[str, Any]], gpu: dict[str, Any] | None) -> di
     split["judge_total"] = round(sum(float((r.get("durations_s") or {}).get("total", 0.0)) for r in rows
                                      if r not in staged), 3)
     split["decided_by_compile_stage"] = len(staged)
-    return {"judged": judged, "wall_s": round(wall, 3), "gpus": n_gpus,
+    return {"judged": judged, "wall_s": round(wall, 3), "gpus": n_gpus, "breakdown": breakdown(rows),
+            "judges": max([int(run.get("workers") or 1) for run in runs] or [1]),
             "candidates_per_gpu_minute": round(judged / (wall * n_gpus / 60), 3) if wall > 0 else None,
             "busy_fraction": round(busy_w / busy_n, 3) if busy_n else None,
             "busy_fraction_key": "gpu_busy_fraction" if any(
                 "gpu_busy_fraction" in (r.get("summary") or {}) for r in runs) else "judge_busy_fraction",
             "nvidia_smi": gpu, "durations_sum_s": split, "runs": per_run, "per_candidate": rows}
+
+
+def breakdown(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where the judges' time and memory went, over every result: per sandbox command the calls, the
+    round trips as the judge saw them and the time the sandbox said it was busy (the rest is IPC and
+    the judge's side of each call), and the peak GPU memory of one judge and of one sandbox."""
+    cmds: dict[str, dict[str, float]] = {}
+    peaks: dict[str, float] = {}
+    for r in rows:
+        d = r.get("diagnostics") or {}
+        for cmd, st in (d.get("sandbox") or {}).items():
+            c = cmds.setdefault(cmd, {"calls": 0, "round_trip_s": 0.0, "busy_s": 0.0})
+            for key in c:
+                c[key] = round(c[key] + float(st.get(key) or 0), 3)
+        for key in ("judge_peak_gib", "sandbox_peak_gib"):
+            if isinstance(d.get(key), (int, float)):
+                peaks[key] = max(peaks.get(key, 0.0), float(d[key]))
+        if isinstance(d.get("correctness_main_s"), (int, float)):
+            peaks["correctness_main_s_sum"] = round(peaks.get("correctness_main_s_sum", 0.0) + d["correctness_main_s"], 3)
+    return {"sandbox_commands": dict(sorted(cmds.items(), key=lambda kv: -kv[1]["round_trip_s"])), **peaks}
 
 
 def baseline_part(outdir: Path, set_dir: Path, budget_s: float, deadline_s: float) -> dict[str, Any]:
@@ -294,6 +320,7 @@ def summarise(k: dict[str, Any] | None, b: dict[str, Any] | None, manifest: dict
     out: dict[str, Any] = {"set": (manifest or {}).get("counts")}
     if k:
         out["kforge"] = {x: k.get(x) for x in ("judged", "wall_s", "candidates_per_gpu_minute", "busy_fraction",
+                                                 "gpus", "judges", "breakdown",
                                                  "busy_fraction_key", "nvidia_smi", "durations_sum_s", "runs",
                                                  "mode", "overrides")}
     if b:
@@ -349,6 +376,12 @@ def print_figures(s: dict[str, Any]) -> None:
         d = k.get("durations_sum_s") or {}
         print("  durations_s summed over results (s): " + ", ".join(f"{x}={d[x]:.1f}" for x in sorted(d))
               + "  [build: CPU compile stage; compile: the sandbox's import; judge_total: GPU-side]")
+        bd = k.get("breakdown") or {}
+        if bd.get("sandbox_commands"):
+            print("  per sandbox command, summed: calls / round trip s / sandbox busy s: " + "; ".join(
+                f"{c} {v['calls']:.0f}/{v['round_trip_s']:.1f}/{v['busy_s']:.1f}" for c, v in bd["sandbox_commands"].items()))
+            print(f"  peak GPU memory: one judge {bd.get('judge_peak_gib')} GiB, one sandbox {bd.get('sandbox_peak_gib')} GiB;"
+                  f" main-shape correctness {bd.get('correctness_main_s_sum')} s of the correctness sum")
     if b:
         print(f"baseline: {b['judged']} of {b['set_size']} judged in {b['elapsed_s']:.1f} s; whole set "
               f"{'measured' if b.get('all') else 'extrapolated per class'}: {b['extrapolated_total_s']:.1f} s -> "
