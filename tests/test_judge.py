@@ -497,3 +497,63 @@ def test_an_out_of_memory_verdict_stands_for_a_judge_alone_on_its_gpu(tmp_path, 
         assert not any(f.startswith("oom_retried") for f in res.flags)
     finally:
         j.close()
+
+
+def test_a_sandbox_starts_under_the_gpu_lock_taken_shared(tmp_path) -> None:
+    """A sandbox's start on the GPU (its CUDA context, the profiler's start-up) is kforge's GPU work: it
+    waits while a judge times (the per-GPU lock held exclusively), and holds nothing once ready."""
+    import fcntl
+
+    from kforge.runtime.judge import Sandbox, SandboxTimeout
+
+    lock = tmp_path / "gpu.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a judge timing a candidate
+    sb = Sandbox(torch.device("cpu"), tmp_path, lock_path=lock)
+    try:
+        with pytest.raises(SandboxTimeout):
+            sb.wait_ready(timeout=15)  # importing torch takes seconds; then it waits for the lock
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        sb.wait_ready(timeout=60)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ready: the sandbox holds no lock any more
+    finally:
+        sb.kill()
+        os.close(fd)
+
+
+def test_an_out_of_memory_retry_alone_does_not_wait_on_its_own_sandbox(tmp_path, monkeypatch) -> None:
+    """Judged again alone, the judge holds the GPU lock exclusively: its new sandbox, which starts
+    under that lock taken shared, must be ready before, or the two would wait for each other."""
+    from kforge.runtime.judge import DeviceLock
+
+    monkeypatch.setenv("KFORGE_JUDGES_PER_GPU", "2")
+    # no spare: the retry's sandbox is started at that moment, so it is not ready yet
+    j = Judge(device="cpu", workdir=tmp_path / "j", keep_spare=False)
+    j.lock = DeviceLock(j.device, path=tmp_path / "gpu.lock")  # as on a GPU: sandboxes take it shared
+    try:
+        t0 = time.monotonic()
+        res = j.evaluate(request(RELU_PROBLEM, OOM_ONCE.format(mark=str(tmp_path / "mark")), compile_timeout_s=60.0))
+        assert res.status == P.CORRECT, (res.status, res.error, res.log_tail)
+        assert any(f.startswith("oom_retried_alone") for f in res.flags)
+        assert time.monotonic() - t0 < 50, "no wait for the sandbox's own lock"
+    finally:
+        j.close()
+
+
+def test_a_judge_keeps_its_spare_sandboxes_started(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("KFORGE_SPARE_SANDBOXES", raising=False)
+    assert Judge(device="cpu", workdir=tmp_path / "a", keep_spare=False).spares == 0
+    monkeypatch.setenv("KFORGE_SPARE_SANDBOXES", "2")
+    j = Judge(device="cpu", workdir=tmp_path / "b")
+    try:
+        assert j.spares == 2 and len(j._spares) == 2
+        started = [sb.proc.pid for sb in j._spares]
+        res = j.evaluate(request(RELU_PROBLEM, torch_candidate("return x.clamp(min=0)")))
+        assert res.status == P.CORRECT, (res.error, res.log_tail)
+        # the oldest spare judged it; the other moved up and a new one was started behind it
+        now = [sb.proc.pid for sb in j._spares]
+        assert len(now) == 2 and now[0] == started[1] and now[1] not in started
+        assert all(sb.proc.poll() is None for sb in j._spares)
+    finally:
+        j.close()
+    assert not list((tmp_path / "b").glob("sb-*")), "every sandbox is gone after close()"

@@ -19,3 +19,41 @@ def test_judges_share_gpus_and_busy_time_counts_once_per_gpu() -> None:
     ex.workers[2].intervals = [(t0, t0 + 5)]
     frac = ex.busy_fraction()
     assert frac is not None and abs(frac - (0.8 + 0.5) / 2) < 0.01
+
+
+def test_each_judge_is_told_its_gpu_its_sharing_and_its_spares(monkeypatch) -> None:
+    from kforge.executors.local import JudgeWorker
+
+    monkeypatch.delenv("KFORGE_SPARE_SANDBOXES", raising=False)
+    env = JudgeWorker(0, "1", None, sharing=2, spares=3).environment()
+    assert (env["CUDA_VISIBLE_DEVICES"], env["KFORGE_DEVICE"]) == ("1", "cuda")
+    assert env["KFORGE_JUDGES_PER_GPU"] == "2" and env["KFORGE_SPARE_SANDBOXES"] == "3"
+    cpu = JudgeWorker(0, None, None).environment()
+    assert (cpu["CUDA_VISIBLE_DEVICES"], cpu["KFORGE_DEVICE"]) == ("", "cpu")
+    assert "KFORGE_JUDGES_PER_GPU" not in cpu and "KFORGE_SPARE_SANDBOXES" not in cpu  # the judge's default
+
+
+def _fake_smi(tmp_path, monkeypatch, memory_mib: list[int]) -> None:
+    """An nvidia-smi on PATH that lists GPUs with this much memory (the executor reads it, no torch)."""
+    smi = tmp_path / "nvidia-smi"
+    lines = "\\n".join(str(m) for m in memory_mib)
+    smi.write_text("#!/bin/sh\n"
+                   'case "$*" in *memory.total*) printf "' + lines + '\\n" ;;\n'
+                   '  *-L*) i=0; for m in ' + " ".join(map(str, memory_mib)) +
+                   '; do echo "GPU $i: fake"; i=$((i+1)); done ;; esac\n')
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{__import__('os').environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+def test_two_judges_share_a_gpu_by_default_only_where_every_gpu_has_100_gib(tmp_path, monkeypatch) -> None:
+    from kforge.executors.local import LocalExecutor, gpu_memory_mib
+
+    _fake_smi(tmp_path, monkeypatch, [143771, 143771])  # two H200s
+    assert gpu_memory_mib() == [143771, 143771]
+    assert LocalExecutor(device="cuda").plan_devices() == ["0", "0", "1", "1"]
+    assert LocalExecutor(device="cuda", judges_per_gpu=1).plan_devices() == ["0", "1"]  # the recipe wins
+    _fake_smi(tmp_path, monkeypatch, [143771, 81559])  # one 80 GB card among them: one judge each
+    assert LocalExecutor(device="cuda").plan_devices() == ["0", "1"]
+    _fake_smi(tmp_path, monkeypatch, [81559])
+    assert LocalExecutor(device="cuda", judges_per_gpu=3).plan_devices() == ["0", "0", "0"]

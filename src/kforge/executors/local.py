@@ -54,26 +54,37 @@ def gpu_names() -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
 
 
+# Two judges share a GPU by default where every GPU has this much memory: one judge with its sandbox
+# peaked at ~42 GiB at the built-in suite's main shapes (H200, 2026-12-03), so two fit 100 GiB and
+# not an 80 GB card. A candidate that runs out of memory beside the other judge is judged again alone.
+SHARE_GPU_MIB = 100 * 1024
+
+
+def gpu_memory_mib() -> list[int]:
+    """Total memory of each GPU nvidia-smi lists, in MiB (no torch); [] if it can't say."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return []
+    try:
+        out = subprocess.run([smi, "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=15)
+        return [int(float(line.strip())) for line in out.stdout.splitlines() if line.strip()] \
+            if out.returncode == 0 else []
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return []
+
+
 class JudgeWorker:
-    def __init__(self, index: int, gpu: str | None, log_path: Path | None, sharing: int = 1) -> None:
-        self.index, self.gpu, self.log_path, self.sharing = index, gpu, log_path, sharing
+    def __init__(self, index: int, gpu: str | None, log_path: Path | None, sharing: int = 1,
+                 spares: int | None = None) -> None:
+        self.index, self.gpu, self.log_path, self.sharing, self.spares = index, gpu, log_path, sharing, spares
         self.proc: asyncio.subprocess.Process | None = None
         self.info: dict[str, Any] = {}
         self.busy_s = 0.0
         self.intervals: list[tuple[float, float]] = []  # (start, end) of each evaluation
 
     async def start(self, timeout: float = 600.0) -> None:
-        env = dict(os.environ)
-        src_root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = src_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env["PYTHONUNBUFFERED"] = "1"
-        if self.gpu is None:
-            env["CUDA_VISIBLE_DEVICES"] = ""
-            env["KFORGE_DEVICE"] = "cpu"
-        else:
-            env["CUDA_VISIBLE_DEVICES"] = self.gpu
-            env["KFORGE_DEVICE"] = "cuda"
-            env["KFORGE_JUDGES_PER_GPU"] = str(self.sharing)
+        env = self.environment()
         log: Any = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "kforge.runtime.judge", stdin=asyncio.subprocess.PIPE,
@@ -85,6 +96,24 @@ class JudgeWorker:
         if msg.get("type") != "hello":
             raise RuntimeError(f"judge {self.index} did not start: {line[:300]!r}")
         self.info = msg["info"]
+
+    def environment(self) -> dict[str, str]:
+        """The judge process's environment: pinned to its GPU (or the CPU), told how many judges share
+        that GPU and how many sandboxes to keep started ahead."""
+        env = dict(os.environ)
+        src_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = src_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONUNBUFFERED"] = "1"
+        if self.gpu is None:
+            env["CUDA_VISIBLE_DEVICES"] = ""
+            env["KFORGE_DEVICE"] = "cpu"
+        else:
+            env["CUDA_VISIBLE_DEVICES"] = self.gpu
+            env["KFORGE_DEVICE"] = "cuda"
+            env["KFORGE_JUDGES_PER_GPU"] = str(self.sharing)
+        if self.spares is not None:
+            env["KFORGE_SPARE_SANDBOXES"] = str(self.spares)
+        return env
 
     async def _readline(self) -> bytes:
         assert self.proc is not None and self.proc.stdout is not None
@@ -134,10 +163,13 @@ class LocalExecutor(Executor):
                choices=("auto", "cuda", "cpu")),
         Option("gpus", list, None, "GPU indices to use (default: every visible GPU)", item_type=int),
         Option("workers", int, None, "number of judges on the CPU (default 1); on GPUs one per GPU", minimum=1),
-        Option("judges_per_gpu", int, 1,
+        Option("judges_per_gpu", int, None,
                "judges sharing each GPU: their correctness work overlaps, timing takes the GPU alone "
-               "(a lock per GPU); each holds a problem's tensors, so only for problems that fit the GPU "
-               "that many times over", minimum=1),
+               "(a lock per GPU); each holds a problem's tensors. Default: 2 where every GPU has at least "
+               "100 GiB (one judge of the built-in suite peaked at ~42 GiB with its sandbox), else 1", minimum=1),
+        Option("spare_sandboxes", int, None,
+               "sandboxes each judge keeps started ahead (import torch, start CUDA) while it judges; default 2 on "
+               "a GPU, 1 on the CPU", minimum=1),
         Option("compile_workers", int, None,
                "CPU processes building C++/CUDA extensions ahead of timing (default: the cores, less one "
                "per judge); 0 compiles inside the sandbox instead", minimum=0),
@@ -165,8 +197,11 @@ class LocalExecutor(Executor):
             return [None] * int(self.config.get("workers") or 1)
         if not gpus:
             raise RuntimeError("executor.device is 'cuda' but no GPU is visible (nvidia-smi found none)")
-        per = int(self.config.get("judges_per_gpu") or 1)
-        return [g for g in gpus for _ in range(per)]
+        per = self.config.get("judges_per_gpu")
+        if per is None:
+            memory = gpu_memory_mib()
+            per = 2 if memory and min(memory) >= SHARE_GPU_MIB else 1
+        return [g for g in gpus for _ in range(int(per))]
 
     def describe(self) -> dict[str, Any]:
         devices = self.plan_devices()
@@ -189,7 +224,7 @@ class LocalExecutor(Executor):
             log_dir.mkdir(parents=True, exist_ok=True)
         devices = self.plan_devices()
         self.workers = [JudgeWorker(i, d, (log_dir / f"judge-{i}.log") if log_dir else None,
-                                    sharing=devices.count(d))
+                                    sharing=devices.count(d), spares=self.config.get("spare_sandboxes"))
                         for i, d in enumerate(devices)]
         await asyncio.gather(*(w.start() for w in self.workers))
         self.compile_workers = self._plan_compile_workers(len(self.workers))

@@ -64,6 +64,9 @@ CHECK_FRACTION = 0.5  # share of timed outputs compared with the reference
 WALL_FLOOR_MS = 1.0
 WALL_SLACK_MS = 0.5
 WALL_SLACK_FRACTION = 0.5
+# Timed by plain calls (graph replay off, or not capturable), a candidate whose reading is within this
+# of an empty call's is flagged launch_bound: its kernels are too short for the timer to resolve.
+LAUNCH_BOUND_MS = 0.02
 _COMPILE_EXC = ("SyntaxError", "IndentationError", "CompilationError", "CalledProcessError")
 # What one sandbox reply may carry: OUTPUT_SLACK x the bytes the judge expects back (the reference's
 # outputs, the inputs it handed over), never less than OUTPUT_FLOOR_BYTES, so a wrong shape or dtype
@@ -78,6 +81,7 @@ OUTPUT_FLOOR_BYTES = 256 << 20
 # machine's memory, or of its cgroup's limit if lower. GPU sandboxes get none: the CUDA driver maps
 # far more host address space than it uses.
 SANDBOX_MEMORY_ENV = "KFORGE_SANDBOX_MEMORY_MB"
+SPARES_ENV = "KFORGE_SPARE_SANDBOXES"  # sandboxes a judge keeps started ahead (default: 2 on a GPU, 1 on the CPU)
 SANDBOX_MEMORY_FRACTION = 0.5
 SANDBOX_MEMORY_MIN_MB = 1024  # less leaves a candidate too little to run: a typo, not a choice
 
@@ -151,7 +155,8 @@ def reply_cap(*expected: Any) -> int:
 class Sandbox:
     """A started sandbox process with its channel and a bounded tail of its output."""
 
-    def __init__(self, device: torch.device, root: Path, memory_limit: int | None = None) -> None:
+    def __init__(self, device: torch.device, root: Path, memory_limit: int | None = None,
+                 lock_path: Path | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="sb-", dir=root))
         j_read, s_write = os.pipe()
         s_read, j_write = os.pipe()
@@ -163,7 +168,7 @@ class Sandbox:
         env["PYTHONPATH"] = src_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kforge.runtime.sandbox", str(s_read), str(s_write), str(self.dir), str(device),
-             str(memory_limit or 0)],
+             str(memory_limit or 0), str(lock_path or "")],
             pass_fds=(s_read, s_write), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, cwd=self.dir, env=env, start_new_session=True)
         os.close(s_read)
@@ -302,16 +307,16 @@ class DeviceLock:
 
     def __init__(self, device: torch.device, path: str | Path | None = None) -> None:
         self.fd: int | None = None
+        self.path: Path | None = None  # sandboxes take it shared while they start on the GPU
         self.mode: str | None = None
         self.waited_s = 0.0
-        if path is not None:
-            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-            return
-        if device.type != "cuda" or os.environ.get("KFORGE_DEVICE_LOCK", "1") == "0":
-            return
-        ident = str(getattr(torch.cuda.get_device_properties(device), "uuid", "") or "") \
-            or f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')}:{device.index}"
-        path = Path(tempfile.gettempdir()) / f"kforge-gpu-{hashlib.sha1(ident.encode()).hexdigest()[:16]}.lock"
+        if path is None:
+            if device.type != "cuda" or os.environ.get("KFORGE_DEVICE_LOCK", "1") == "0":
+                return
+            ident = str(getattr(torch.cuda.get_device_properties(device), "uuid", "") or "") \
+                or f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')}:{device.index}"
+            path = Path(tempfile.gettempdir()) / f"kforge-gpu-{hashlib.sha1(ident.encode()).hexdigest()[:16]}.lock"
+        self.path = Path(path)
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
 
     @contextlib.contextmanager
@@ -336,7 +341,8 @@ class DeviceLock:
 
 
 class Judge:
-    def __init__(self, device: str | None = None, workdir: str | Path | None = None, keep_spare: bool = True) -> None:
+    def __init__(self, device: str | None = None, workdir: str | Path | None = None, keep_spare: bool = True,
+                 spares: int | None = None) -> None:
         if device in (None, "auto"):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device if device != "cuda" else "cuda:0")
@@ -356,9 +362,15 @@ class Judge:
         # that ran out of GPU memory is judged again alone before the verdict stands.
         self.sharing = max(1, int(os.environ.get("KFORGE_JUDGES_PER_GPU", "1") or 1))
         self.keep_spare = keep_spare
+        # Sandboxes started ahead, each importing torch and starting CUDA while earlier candidates are
+        # judged. One is too few on a GPU: on an H200 (2026-12-03) a candidate's judging took ~1.5 s and
+        # a sandbox's start ~5 s, so each candidate waited ~3 s for its sandbox.
+        self.spares = 0 if not keep_spare else spares if spares is not None else \
+            int(os.environ.get(SPARES_ENV) or (2 if self.device.type == "cuda" else 1))
         self.sandbox_memory = sandbox_memory_limit(self.device.type)
         self._reapers: list[threading.Thread] = []  # threads waiting for killed sandboxes to exit
-        self._spare: Sandbox | None = self._new_sandbox() if keep_spare else None
+        self._spares: collections.deque[Sandbox] = collections.deque()
+        self._top_up()
         self._sysrand = random.SystemRandom()
         self._compile_cache: dict[tuple[Any, ...], Any] = {}
         # Tensors shared with a sandbox by CUDA IPC live in their own memory pool, so the blocks a
@@ -388,19 +400,22 @@ class Judge:
         for reaper in self._reapers:
             reaper.join(timeout=15)
         self._reapers = []
-        if self._spare is not None:
-            self._spare.kill()
-            self._spare = None
+        while self._spares:
+            self._spares.popleft().kill()
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
 
     def _new_sandbox(self) -> Sandbox:
-        return Sandbox(self.device, self.root, self.sandbox_memory)
+        return Sandbox(self.device, self.root, self.sandbox_memory, lock_path=self.lock.path)
 
     def _take_sandbox(self) -> Sandbox:
-        sb = self._spare or self._new_sandbox()
-        self._spare = self._new_sandbox() if self.keep_spare else None
+        sb = self._spares.popleft() if self._spares else self._new_sandbox()  # the oldest: the likeliest ready
+        self._top_up()
         return sb
+
+    def _top_up(self) -> None:
+        while len(self._spares) < self.spares:
+            self._spares.append(self._new_sandbox())
 
     # ------------------------------------------------------------------------------------------
     def evaluate(self, req: P.EvalRequest) -> P.EvalResult:
@@ -428,6 +443,8 @@ class Judge:
         sb: Sandbox | None = None
         try:
             sb = self._take_sandbox()
+            if alone:  # it starts under the shared lock: ready it before this judge holds the GPU alone
+                sb.wait_ready(timeout=max(req.compile_timeout_s, 120.0))
             with self.lock.hold(exclusive=True) if alone else contextlib.nullcontext():
                 self._evaluate(req, res, sb)
         except SandboxTimeout as exc:
@@ -817,6 +834,10 @@ class Judge:
             sb.call({"cmd": "ping"}, timeout=30)
             pings.append((time.perf_counter() - p0) * 1e3)
         ping_ms = sorted(pings)[2]
+        # What a plain timed call reads with nothing in it (the events, the synchronisation, their
+        # host latency): a plain reading less this is the kernel's own time, for the launch_bound flag.
+        floor_ms = statistics.median(timer.time_call(_nothing, ())[0] for _ in range(11)) \
+            if dev.type == "cuda" and not ref_graphs else None
 
         base_ms: list[float] = []
         base2_ms: list[float] = []
@@ -922,8 +943,10 @@ class Judge:
                              f"({nbytes or 0:.3g} bytes, {flops or 0:.3g} FLOPs on {self.info.get('device')}): "
                              "impossible, so the work was not all done inside the timed call")
                 return False
-        if self.device.type == "cuda" and cand["median_ms"] < 0.02 and not ref_graphs:
-            res.flags.append("launch_bound")
+        if floor_ms is not None:
+            cand["timer_floor_ms"] = floor_ms
+            if cand["median_ms"] - floor_ms < LAUNCH_BOUND_MS:
+                res.flags.append("launch_bound")
         res.status = P.CORRECT
         return True
 
@@ -960,6 +983,10 @@ def _own_kernel_names(source: str, backend: str) -> set[str]:
     if pattern is not None:
         names.update(pattern.findall(source))
     return names
+
+
+def _nothing() -> None:
+    return None
 
 
 _OOM = re.compile(r"OutOfMemoryError|CUDA out of memory|CUDA error: out of memory")

@@ -2,7 +2,7 @@
 
 It holds no reference outputs, no seeds and no statistics. It answers the judge's commands with raw
 data only (outputs, elapsed times), which the judge checks. Start it with
-``python -m kforge.runtime.sandbox READ_FD WRITE_FD PAYLOAD_DIR DEVICE [DATA_LIMIT_BYTES]``.
+``python -m kforge.runtime.sandbox READ_FD WRITE_FD PAYLOAD_DIR DEVICE [DATA_LIMIT_BYTES [GPU_LOCK_FILE]]``.
 """
 
 from __future__ import annotations
@@ -91,6 +91,26 @@ class _poisoned_empty:
         det.fill_uninitialized_memory = fill
 
 
+class _gpu_lock:
+    """The judges' lock file for this GPU, held shared (``flock``) for the block; nothing without a path.
+    Released and closed before any candidate code runs."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.fd = path, -1
+
+    def __enter__(self) -> None:
+        if self.path:
+            import fcntl
+
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            fcntl.flock(self.fd, fcntl.LOCK_SH)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing the only descriptor releases the lock
+            self.fd = -1
+
+
 def _warm_up_libraries(device: Any) -> None:
     """What every GPU candidate's judging pays for once, paid before the sandbox says it is ready (a
     spare sandbox starts while the previous candidate is judged, so this is off the critical path):
@@ -119,6 +139,7 @@ def _on_device(evt: Any) -> bool:
 def main(argv: list[str]) -> int:
     read_fd, write_fd, payload_dir, device_name = int(argv[0]), int(argv[1]), argv[2], argv[3]
     data_limit = int(argv[4]) if len(argv) > 4 else 0
+    lock_path = argv[5] if len(argv) > 5 else ""
     sys.dont_write_bytecode = True
     import torch
 
@@ -130,10 +151,14 @@ def main(argv: list[str]) -> int:
         _limit_data(data_limit)
     chan = Channel(read_fd, write_fd, payload_dir)
     device = torch.device(device_name)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.empty(1, device=device)  # create the context now, not inside a timed call
-        _warm_up_libraries(device)
+    # Starting on the GPU (a CUDA context, the profiler's start-up) is GPU work of kforge's: under the
+    # judges' per-GPU lock, taken shared, so it never overlaps another candidate's timing. A spare
+    # sandbox starts while the previous candidate is judged, timing included.
+    with _gpu_lock(lock_path):
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+            torch.empty(1, device=device)  # create the context now, not inside a timed call
+            _warm_up_libraries(device)
     chan.send({"type": "ready", "pid": os.getpid(), "device": str(device)})
 
     model = None
