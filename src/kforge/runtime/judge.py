@@ -750,7 +750,7 @@ class Judge:
     def _graph_setup(self, req: P.EvalRequest, res: P.EvalResult, sb: Sandbox, ref_model: Any,
                      compiled: dict[str, Any], ref_sets: list[Any], warm_base: list[float],
                      warm_cand: list[float]) -> tuple[list[Any], dict[str, list[Any]]] | None:
-        """Graphs for timing by replay, when the faster side's warm-up median is under
+        """Graphs for timing by replay, when the faster side's quickest warm-up call is under
         ``cuda_graph_below_ms``: ([(graph, output)] per set for the baseline, {mode: [...]} for the
         torch.compile baselines that could be captured). Empty when timing plain calls (the reason is
         in the flags); None when the sandbox failed."""
