@@ -6,7 +6,6 @@ work is caught by the sampled output checks."""
 from __future__ import annotations
 
 import textwrap
-import time
 
 import pytest
 
@@ -14,6 +13,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
 from test_judge import TRITON_RELU  # noqa: E402  (tests/ is on sys.path under pytest)
+from test_judge import request as judge_request  # noqa: E402
 
 from kforge.runtime import protocol as P  # noqa: E402
 from kforge.runtime.judge import Judge  # noqa: E402
@@ -63,11 +63,10 @@ assert SYNCING_RELU != TRITON_RELU and CAPTURE_CHEAT != TRITON_RELU
 
 
 def request(problem: str, candidate: str, **kw) -> P.EvalRequest:
-    settings = dict(trials=5, warmup=3, min_samples=20, max_samples=60, max_timing_s=5.0, run_timeout_s=60.0,
-                    compile_timeout_s=300.0, ops_check=False)
-    settings.update(kw)
-    return P.EvalRequest(request_id=f"g{time.monotonic_ns()}", problem_id="relu", problem_source=problem,
-                         candidate_source=candidate, **settings)
+    """test_judge's request, with warm-up and enough timed rounds for the graph decision and the A/A."""
+    settings = dict(warmup=3, min_samples=20, max_samples=60, max_timing_s=5.0, run_timeout_s=60.0,
+                    compile_timeout_s=300.0)
+    return judge_request(problem, candidate, **{**settings, **kw})
 
 
 @pytest.fixture(scope="module")
