@@ -212,6 +212,31 @@ def test_builds_run_in_parallel_and_time_out(tmp_path: Path) -> None:
     assert "compile_timeout_s=3" in res.error
 
 
+def test_builds_run_at_a_lower_cpu_priority(tmp_path: Path) -> None:
+    """The build process (what the compile pool runs per candidate) lowers its own priority, and so that
+    of the compilers it starts, by KFORGE_BUILD_NICE (default 10); 0 leaves it as it was."""
+    import os
+    import subprocess
+    import sys
+
+    report = "import os\nfrom torch.utils.cpp_extension import load_inline\nraise SystemExit(f'NICE={os.nice(0)}')\n"
+    procs = {}
+    for step in ("", "0", "3"):
+        req = tmp_path / f"req{step or 'default'}.json"
+        req.write_text(json.dumps({"source": report, "entry": str(tmp_path / "cache" / f"e{step}"), "arch": None,
+                                   "result": str(req.with_suffix(".result.json")), "versions": {}}))
+        env = dict(os.environ, **{B.BUILD_NICE_ENV: step})
+        procs[step] = (req, subprocess.Popen([sys.executable, "-m", "kforge.runtime.build", str(req)], env=env))
+    here = os.nice(0)
+    seen = {}
+    for step, (req, proc) in procs.items():
+        assert proc.wait(timeout=120) == 0
+        out = json.loads(req.with_suffix(".result.json").read_text())
+        assert out["status"] == "nobuild"
+        seen[step] = int(out["error"].rsplit("NICE=", 1)[1].split()[0].strip("'\")"))
+    assert seen == {"": min(here + 10, 19), "0": here, "3": min(here + 3, 19)}
+
+
 def test_cache_cli_lists_and_removes_one_entry(tmp_path: Path) -> None:
     from click.testing import CliRunner
 

@@ -557,3 +557,44 @@ def test_a_judge_keeps_its_spare_sandboxes_started(tmp_path, monkeypatch) -> Non
     finally:
         j.close()
     assert not list((tmp_path / "b").glob("sb-*")), "every sandbox is gone after close()"
+
+
+def test_a_busy_host_gets_more_warm_up_rounds_before_the_graph_decision() -> None:
+    """Plain warm-up readings of a short kernel carry the host's latency: while the quickest is above
+    cuda_graph_below_ms but within GRAPH_PROBE_SPAN x of it, the judge takes more rounds (up to
+    GRAPH_PROBE_ROUNDS); far above it, at or under it, on the CPU or with graphs off, it decides now."""
+    import torch
+
+    from kforge.runtime.judge import GRAPH_PROBE_ROUNDS, GRAPH_PROBE_SPAN
+
+    j = Judge.__new__(Judge)  # only the device matters to the decision; no sandboxes are started
+    j.device = torch.device("cuda")
+    req = request("", "", warmup=3, cuda_graph_below_ms=0.1)
+    near = 0.1 * GRAPH_PROBE_SPAN / 2
+    assert j._graph_undecided(req, [0.3, near], [0.25], 3)  # all a little over: look again
+    assert not j._graph_undecided(req, [0.3, near], [0.25], GRAPH_PROBE_ROUNDS)  # enough rounds taken
+    assert not j._graph_undecided(req, [0.3, 0.09], [0.25], 3)  # one under: graph replay
+    assert not j._graph_undecided(req, [5.0], [0.1 * GRAPH_PROBE_SPAN], 3)  # a long kernel: plain calls
+    assert not j._graph_undecided(request("", "", warmup=3, cuda_graph_below_ms=0.0), [0.3], [0.3], 3)
+    j.device = torch.device("cpu")
+    assert not j._graph_undecided(req, [0.3], [0.3], 3)
+    # A recipe's warm-up longer than the probe rounds is never cut short.
+    j.device = torch.device("cuda")
+    assert j._graph_undecided(request("", "", warmup=12, cuda_graph_below_ms=0.1), [0.3], [0.3], 9)
+
+
+def test_profiled_device_time_is_the_union_of_device_spans() -> None:
+    """The profile check's device_ms (what launch_bound reads under plain timing): device events only,
+    overlapping streams counted once, microseconds to milliseconds; None when nothing ran on the device."""
+    from types import SimpleNamespace as NS
+
+    from kforge.runtime.sandbox import device_busy_ms
+
+    def ev(kind: str, a: float, b: float) -> NS:
+        return NS(device_type=f"DeviceType.{kind}", time_range=NS(start=a, end=b))
+
+    events = [ev("CUDA", 10, 14), ev("CPU", 0, 500), ev("CUDA", 12, 20),  # overlap: 10-20
+              ev("CUDA", 30, 33), ev("CUDA", 40, 40)]  # a separate 3 us, an empty span ignored
+    assert device_busy_ms(events) == pytest.approx(0.013)
+    assert device_busy_ms([ev("CPU", 0, 9)]) is None
+    assert device_busy_ms([]) is None

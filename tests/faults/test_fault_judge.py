@@ -60,7 +60,7 @@ class JudgeUnderTest:
         # The judge process reads its sandboxes' memory limit from the environment it starts with.
         saved = os.environ.get("KFORGE_SANDBOX_MEMORY_MB")
         os.environ["KFORGE_SANDBOX_MEMORY_MB"] = str(TEST_SANDBOX_MEMORY_MB)
-        self.executor = LocalExecutor(device=device, gpus=gpus, workers=1, compile_workers=0)
+        self.executor = LocalExecutor(device=device, gpus=gpus, workers=1, judges_per_gpu=1, compile_workers=0)
         self.loop = asyncio.new_event_loop()
         try:
             self.loop.run_until_complete(self.executor.start(log_dir))

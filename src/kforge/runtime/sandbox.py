@@ -136,6 +136,26 @@ def _on_device(evt: Any) -> bool:
     return "CUDA" in str(getattr(evt, "device_type", ""))
 
 
+def device_busy_ms(events: Any) -> float | None:
+    """How long the device was busy over the profiled events: the union of the device events' time
+    ranges (kernels, copies, memsets; overlapping streams counted once), in ms. None if none has one."""
+    spans = []
+    for evt in events:
+        rng = getattr(evt, "time_range", None)
+        if _on_device(evt) and rng is not None and rng.end > rng.start:
+            spans.append((float(rng.start), float(rng.end)))
+    if not spans:
+        return None
+    spans.sort()
+    busy, (lo, hi) = 0.0, spans[0]
+    for a, b in spans[1:]:
+        if a > hi:
+            busy, lo, hi = busy + (hi - lo), a, b
+        else:
+            hi = max(hi, b)
+    return (busy + hi - lo) / 1e3  # the profiler's time ranges are in microseconds
+
+
 def main(argv: list[str]) -> int:
     read_fd, write_fd, payload_dir, device_name = int(argv[0]), int(argv[1]), argv[2], argv[3]
     data_limit = int(argv[4]) if len(argv) > 4 else 0
@@ -240,9 +260,10 @@ def main(argv: list[str]) -> int:
                 with torch.no_grad(), profile(activities=[ProfilerActivity.CUDA]) as prof:
                     out = model(*inputs)
                     torch.cuda.synchronize(device)
-                names = sorted({evt.name for evt in prof.events() if _on_device(evt)})
+                events = prof.events()
+                names = sorted({evt.name for evt in events if _on_device(evt)})
                 del out, inputs
-                answer({"ok": True, "kernels": names[:200]})
+                answer({"ok": True, "kernels": names[:200], "device_ms": device_busy_ms(events)})
             elif cmd == "run":
                 assert model is not None, "load first"
                 inputs = chan.decode(msg["inputs"], device)
