@@ -598,3 +598,47 @@ def test_profiled_device_time_is_the_union_of_device_spans() -> None:
     assert device_busy_ms(events) == pytest.approx(0.013)
     assert device_busy_ms([ev("CPU", 0, 9)]) is None
     assert device_busy_ms([]) is None
+
+
+def test_a_waiting_timing_judge_is_not_starved_by_later_shared_holders(tmp_path) -> None:
+    """flock alone would grant each new shared request (another judge's correctness work, a spare
+    sandbox starting) while a timing judge waits; the gate queues them behind it, sandboxes included."""
+    import threading
+    import time as _time
+
+    import torch
+
+    from kforge.runtime.judge import DeviceLock
+    from kforge.runtime.sandbox import _gpu_lock
+
+    path = tmp_path / "gpu.lock"
+    a, b, c = (DeviceLock(torch.device("cpu"), path) for _ in range(3))
+    events: list[str] = []
+
+    def timed() -> None:
+        with b.hold(exclusive=True):
+            events.append("b timing")
+            _time.sleep(0.3)
+            events.append("b done")
+
+    def later_shared() -> None:
+        with c.hold(exclusive=False):
+            events.append("c shared")
+
+    def sandbox_starts() -> None:
+        with _gpu_lock(str(path)):
+            events.append("sandbox starts")
+
+    with a.hold(exclusive=False):
+        tb = threading.Thread(target=timed)
+        tb.start()
+        _time.sleep(0.2)  # b now waits for a
+        others = [threading.Thread(target=later_shared), threading.Thread(target=sandbox_starts)]
+        for t in others:
+            t.start()
+        _time.sleep(0.3)
+        events.append("a shared ends")  # neither c nor the sandbox got in ahead of b
+    for t in [tb, *others]:
+        t.join(timeout=10)
+    assert events[:3] == ["a shared ends", "b timing", "b done"], events
+    assert sorted(events[3:]) == ["c shared", "sandbox starts"], events

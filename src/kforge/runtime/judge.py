@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from kforge.runtime import gpulock
 from kforge.runtime import protocol as P
 from kforge.runtime.meta import ROOFLINE_MARGIN, roofline_floor_ms
 from kforge.runtime.problem import (
@@ -310,11 +311,13 @@ class DeviceLock:
     """Judges that share one GPU: untimed work (loading, correctness, the op and profiler checks) runs
     under a shared lock and timing under an exclusive one, so no other candidate or reference of
     kforge's runs on the GPU while one is timed, yet the mostly host-bound correctness work of one
-    candidate overlaps another's. A lock file per physical GPU (by UUID) in the temp directory; on the
-    CPU, or with ``KFORGE_DEVICE_LOCK=0``, it does nothing."""
+    candidate overlaps another's. A lock file per physical GPU (by UUID) in the temp directory, with a
+    gate that makes later shared takers queue behind a waiting timing judge (``gpulock``); on the CPU,
+    or with ``KFORGE_DEVICE_LOCK=0``, it does nothing."""
 
     def __init__(self, device: torch.device, path: str | Path | None = None) -> None:
         self.fd: int | None = None
+        self.gate: int | None = None
         self.path: Path | None = None  # sandboxes take it shared while they start on the GPU
         self.mode: str | None = None
         self.waited_s = 0.0
@@ -325,27 +328,25 @@ class DeviceLock:
                 or f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')}:{device.index}"
             path = Path(tempfile.gettempdir()) / f"kforge-gpu-{hashlib.sha1(ident.encode()).hexdigest()[:16]}.lock"
         self.path = Path(path)
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        self.fd, self.gate = gpulock.open_lock(path)
 
     @contextlib.contextmanager
     def hold(self, exclusive: bool) -> Any:
-        import fcntl
-
         # Already held (exclusive covers everything; shared covers shared): nothing to take. Timing is
         # never entered from inside a shared section, so a lock is never upgraded (no deadlock).
-        if self.fd is None or self.mode == "ex" or (self.mode == "sh" and not exclusive):
+        if self.fd is None or self.gate is None or self.mode == "ex" or (self.mode == "sh" and not exclusive):
             yield
             return
         assert not (self.mode == "sh" and exclusive), "exclusive inside shared"
         t0 = time.perf_counter()
-        fcntl.flock(self.fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        gpulock.acquire(self.fd, self.gate, exclusive)
         self.waited_s += time.perf_counter() - t0
         self.mode = "ex" if exclusive else "sh"
         try:
             yield
         finally:
             self.mode = None
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            gpulock.release(self.fd)
 
 
 class Judge:

@@ -92,36 +92,40 @@ class _poisoned_empty:
 
 
 class _gpu_lock:
-    """The judges' lock file for this GPU, held shared (``flock``) for the block; nothing without a path.
-    Released and closed before any candidate code runs."""
+    """The judges' lock file for this GPU (``kforge.runtime.gpulock``), held shared for the block;
+    nothing without a path. Released and closed before any candidate code runs."""
 
     def __init__(self, path: str) -> None:
-        self.path, self.fd = path, -1
+        self.path, self.fds = path, (-1, -1)
 
     def __enter__(self) -> None:
         if self.path:
-            import fcntl
+            from kforge.runtime import gpulock
 
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-            fcntl.flock(self.fd, fcntl.LOCK_SH)
+            self.fds = gpulock.open_lock(self.path)
+            gpulock.acquire(*self.fds, exclusive=False)
 
     def __exit__(self, *exc: Any) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)  # closing the only descriptor releases the lock
-            self.fd = -1
+        for fd in self.fds:
+            if fd >= 0:
+                os.close(fd)  # closing the only descriptor releases the lock
+        self.fds = (-1, -1)
 
 
-def _warm_up_libraries(device: Any) -> None:
-    """What every GPU candidate's judging pays for once, paid before the sandbox says it is ready (a
-    spare sandbox starts while the previous candidate is judged, so this is off the critical path):
-    importing Triton, and the profiler's first session (CUPTI's start-up), which the profiler check
-    would otherwise pay in the middle of judging."""
-    import torch
-
+def _import_triton() -> None:
+    """Importing Triton (seconds of host work) before the sandbox says it is ready: a spare sandbox
+    starts while the previous candidate is judged, so this is off the critical path."""
     try:
         import triton  # noqa: F401
     except Exception:  # noqa: BLE001 - a CUDA-only install: the candidate's own import will say
         pass
+
+
+def _warm_up_profiler(device: Any) -> None:
+    """The profiler's first session (CUPTI's start-up), which the profiler check would otherwise pay
+    in the middle of judging: GPU work, so done under the lock."""
+    import torch
+
     try:
         from torch.profiler import ProfilerActivity, profile
 
@@ -174,11 +178,13 @@ def main(argv: list[str]) -> int:
     # Starting on the GPU (a CUDA context, the profiler's start-up) is GPU work of kforge's: under the
     # judges' per-GPU lock, taken shared, so it never overlaps another candidate's timing. A spare
     # sandbox starts while the previous candidate is judged, timing included.
+    if device.type == "cuda":
+        _import_triton()  # host work only: outside the lock
     with _gpu_lock(lock_path):
         if device.type == "cuda":
             torch.cuda.set_device(device)
             torch.empty(1, device=device)  # create the context now, not inside a timed call
-            _warm_up_libraries(device)
+            _warm_up_profiler(device)
     chan.send({"type": "ready", "pid": os.getpid(), "device": str(device)})
 
     model = None
