@@ -98,8 +98,14 @@ class Mismatch(Exception):
 COMPARE_CHUNK = 1 << 24
 
 
+def _chunk(t: torch.Tensor, lo: int, device: torch.device) -> torch.Tensor:
+    """Elements lo..lo+COMPARE_CHUNK of a flat tensor as float64 on ``device``: an output that lives
+    elsewhere (the host, another process's staging) is moved a chunk at a time, never whole."""
+    return t[lo:lo + COMPARE_CHUNK].to(device).double()
+
+
 def _float_stats(o: torch.Tensor, r: torch.Tensor, atol: float, rtol: float) -> dict[str, Any]:
-    """Float64 comparison of ``o`` with ``r`` (same shape, device), chunk by chunk: NaN/Inf where the
+    """Float64 comparison of ``o`` with ``r`` (same shape), chunk by chunk: NaN/Inf where the
     reference is finite, max abs and relative error, elements over atol + rtol*|r|, and the squared L2
     norms of the error and of the reference over its finite elements."""
     o, r = o.reshape(-1), r.reshape(-1)
@@ -109,7 +115,7 @@ def _float_stats(o: torch.Tensor, r: torch.Tensor, atol: float, rtol: float) -> 
     max_abs = max_rel = err_sq = ref_sq = zero
     floor = max(atol, 1e-12)
     for lo in range(0, n, COMPARE_CHUNK):
-        oc, rc = o[lo:lo + COMPARE_CHUNK].double(), r[lo:lo + COMPARE_CHUNK].double()
+        oc, rc = _chunk(o, lo, r.device), _chunk(r, lo, r.device)
         finite = torch.isfinite(rc)
         nonfinite = nonfinite + (~torch.isfinite(oc) & finite).sum()
         diff = torch.where(finite, (oc - rc).abs(), 0.0)
@@ -124,34 +130,44 @@ def _float_stats(o: torch.Tensor, r: torch.Tensor, atol: float, rtol: float) -> 
             "err_sq": vals[4], "ref_sq": vals[5]}
 
 
-def compare(out: Any, ref: Any, atol: float, rtol: float, expect_device: str) -> tuple[float, float]:
-    """Raise Mismatch unless ``out`` matches ``ref``; return (max abs error, max relative error).
-
-    Besides elementwise allclose, the relative L2 error must be under ``rtol``: a candidate that
-    returns zeros fails even where every reference value is below ``atol``.
-    """
+def _pairs(out: Any, ref: Any) -> list[tuple[str, Any, Any]]:
+    """(label, output, reference) per output, after the checks of structure, type, shape and dtype."""
     outs, refs = flatten_outputs(out), flatten_outputs(ref)
     if len(outs) != len(refs):
         raise Mismatch("output_structure", f"returned {len(outs)} outputs, expected {len(refs)}")
-    worst_abs = worst_rel = 0.0
+    pairs = []
     for i, (o, r) in enumerate(zip(outs, refs)):
         where = f"output {i}" if len(refs) > 1 else "output"
         if isinstance(o, Foreign):
             raise Mismatch("output_type", f"{where} is {o!r}, not a plain torch.Tensor")
+        if isinstance(r, torch.Tensor):
+            if not isinstance(o, torch.Tensor):
+                raise Mismatch("output_type", f"{where} is {type(o).__name__}, not a torch.Tensor")
+            if tuple(o.shape) != tuple(r.shape):
+                raise Mismatch("output_shape", f"{where} has shape {tuple(o.shape)}, expected {tuple(r.shape)}")
+            if o.dtype != r.dtype:
+                raise Mismatch("output_dtype", f"{where} has dtype {o.dtype}, expected {r.dtype}")
+        pairs.append((where, o, r))
+    return pairs
+
+
+def compare(out: Any, ref: Any, atol: float, rtol: float, expect_device: str) -> tuple[float, float]:
+    """Raise Mismatch unless ``out`` matches ``ref``; return (max abs error, max relative error).
+
+    Besides elementwise allclose, the relative L2 error must be under ``rtol``: a candidate that
+    returns zeros fails even where every reference value is below ``atol``. An output may live on
+    another device than the reference (the host): it is compared a chunk at a time.
+    """
+    worst_abs = worst_rel = 0.0
+    for where, o, r in _pairs(out, ref):
         if not isinstance(r, torch.Tensor):
             if o != r:
                 raise Mismatch("tolerance", f"{where} is {o!r}, expected {r!r}")
             continue
-        if not isinstance(o, torch.Tensor):
-            raise Mismatch("output_type", f"{where} is {type(o).__name__}, not a torch.Tensor")
-        if tuple(o.shape) != tuple(r.shape):
-            raise Mismatch("output_shape", f"{where} has shape {tuple(o.shape)}, expected {tuple(r.shape)}")
-        if o.dtype != r.dtype:
-            raise Mismatch("output_dtype", f"{where} has dtype {o.dtype}, expected {r.dtype}")
-        o = o.to(r.device)
         if not r.is_floating_point():
-            if not torch.equal(o, r):
-                raise Mismatch("tolerance", f"{where} differs from the reference in {int((o != r).sum())} elements")
+            if not torch.equal(o.to(r.device), r):
+                raise Mismatch("tolerance", f"{where} differs from the reference in "
+                               f"{int((o.to(r.device) != r).sum())} elements")
             continue
         s = _float_stats(o, r, atol, rtol)
         if s["nonfinite"]:
@@ -166,6 +182,122 @@ def compare(out: Any, ref: Any, atol: float, rtol: float, expect_device: str) ->
             raise Mismatch("relative_error", f"{where}: relative L2 error {err_norm / ref_norm:.3g} exceeds {rtol:g}",
                            max_abs, max_rel)
     return worst_abs, worst_rel
+
+
+# The tolerance arbitration (docs/evaluation.md, "Tolerances"). A fixed elementwise atol/rtol rejects
+# honest kernels that sum in another order on wide-range inputs, where the problem-precision reference
+# is itself off from the exact answer by more than atol + rtol*|r| on some elements. So an output that
+# fails the fixed check is judged again against the exact answer (the reference evaluated in float64 on
+# the same inputs): it passes when its error beyond atol + rtol*|exact| stays within ARBITRATION_FACTOR
+# times the reference's own worst error, elementwise, and within that factor of the reference's own
+# error in L2. Calibrated on the CPU (2026-12-06; fp32, normal and wide inputs): honest reorderings
+# (blocked and split-K matmuls at K=512, block-carry scans, sequential sums, online softmax, two-pass
+# layer norm) reach at most 0.3x the reference's error; TF32 and fp16-input matmuls ~700-930x, bf16
+# 9,000x and more, one element 1% off 2,600x, zeros on a softmax 10^7x.
+ARBITRATION_FACTOR = 8.0
+ARBITRATED_GUARDS = ("tolerance", "relative_error")
+
+
+def _exact_stats(o: torch.Tensor, r: torch.Tensor, e: torch.Tensor, atol: float, rtol: float) -> dict[str, float]:
+    """Two chunked passes: the reference's own error against the exact answer (max, L2), then the
+    output's elementwise excess over atol + rtol*|e| + FACTOR*(the reference's max error), and L2s."""
+    o, r, e = o.reshape(-1), r.reshape(-1), e.reshape(-1)
+    dev = r.device
+    ref_max = ref_sq = torch.zeros((), dtype=torch.float64, device=dev)
+    for lo in range(0, r.numel(), COMPARE_CHUNK):
+        rc, ec = _chunk(r, lo, dev), _chunk(e, lo, dev)
+        d = torch.where(torch.isfinite(ec), (rc - ec).abs(), 0.0)
+        ref_max, ref_sq = torch.maximum(ref_max, d.max()), ref_sq + (d * d).sum()
+    ref_max_f = float(ref_max)
+    over = torch.zeros((), dtype=torch.int64, device=dev)
+    excess = err_sq = ex_sq = torch.zeros((), dtype=torch.float64, device=dev)
+    for lo in range(0, r.numel(), COMPARE_CHUNK):
+        oc, ec = _chunk(o, lo, dev), _chunk(e, lo, dev)
+        finite = torch.isfinite(ec)
+        d = torch.where(finite, (oc - ec).abs(), 0.0)
+        bound = atol + rtol * ec.abs()
+        over = over + (d > bound + ARBITRATION_FACTOR * ref_max_f).sum()
+        excess = torch.maximum(excess, torch.where(finite, d - bound, 0.0).max())
+        err_sq = err_sq + (d * d).sum()
+        ex_sq = ex_sq + torch.where(finite, ec * ec, 0.0).sum()
+    vals = torch.stack([over.double(), excess, err_sq, ex_sq, ref_sq]).tolist()
+    return {"over": vals[0], "excess": vals[1], "err_l2": math.sqrt(vals[2]), "exact_l2": math.sqrt(vals[3]),
+            "ref_l2": math.sqrt(vals[4]), "ref_max": ref_max_f}
+
+
+def compare_exact(out: Any, ref: Any, exact: Any, atol: float, rtol: float) -> dict[str, Any]:
+    """The arbitration of an output that failed ``compare`` on tolerance: raise Mismatch unless every
+    floating output is within the bound above of ``exact`` (the reference's float64 evaluation);
+    return what it measured. Outputs that are not floating tensors must still match exactly."""
+    pairs = _pairs(out, ref)
+    exacts = flatten_outputs(exact)
+    if len(exacts) != len(pairs):
+        raise Mismatch("tolerance", "the float64 reference has another output structure: no arbitration")
+    worst = 0.0
+    for (where, o, r), e in zip(pairs, exacts):
+        if not isinstance(r, torch.Tensor) or not r.is_floating_point():
+            compare(o, r, atol, rtol, r.device.type if isinstance(r, torch.Tensor) else "cpu")
+            continue
+        if not isinstance(e, torch.Tensor) or tuple(e.shape) != tuple(r.shape):
+            raise Mismatch("tolerance", f"{where}: the float64 reference has another shape: no arbitration")
+        s = _exact_stats(o, r, e, atol, rtol)
+        ratio = s["excess"] / s["ref_max"] if s["ref_max"] > 0 else (math.inf if s["excess"] > 0 else 0.0)
+        worst = max(worst, ratio)
+        if s["over"]:
+            raise Mismatch("tolerance", f"{where}: {int(s['over'])} elements off the exact (float64) answer by more "
+                           f"than atol + rtol*|exact| + {ARBITRATION_FACTOR:g}x the reference's own worst error "
+                           f"({s['ref_max']:.3g}); the worst is {ratio:.3g}x it")
+        if s["err_l2"] > rtol * s["exact_l2"] + ARBITRATION_FACTOR * s["ref_l2"]:
+            raise Mismatch("relative_error", f"{where}: L2 error against the exact answer {s['err_l2']:.3g} exceeds "
+                           f"rtol*|exact| + {ARBITRATION_FACTOR:g}x the reference's own ({s['ref_l2']:.3g})")
+    return {"worst_excess_over_reference_error": worst}
+
+
+def exact_reference(model: Any, inputs: list[Any]) -> Any:
+    """The reference evaluated in float64 on float64 copies of ``inputs`` (a copy of the model in
+    float64): the exact answer the arbitration measures against. Raises whatever the model raises."""
+    import copy
+
+    m64 = copy.deepcopy(model)
+    if isinstance(m64, torch.nn.Module):
+        m64 = m64.double()
+    args = [x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in inputs]
+    with torch.no_grad():
+        return m64(*args)
+
+
+# Digests of inputs, for the input-mutation check without a second copy of the inputs: a weighted sum
+# of the tensor's bytes (read as int32 words where they divide, else bytes) with weights drawn from a
+# key the judge keeps (the sandbox never sees it), chunk by chunk with a per-chunk multiplier, so a
+# change collides only by chance (about 2^-31) and the temporaries stay near 100 MiB.
+DIGEST_CHUNK = 1 << 22
+
+
+def digest(inputs: list[Any], key: int) -> list[Any]:
+    """One value per input: a keyed digest of each tensor's bytes (with its shape and dtype), the
+    value itself for anything else."""
+    out: list[Any] = []
+    weights: dict[torch.device, torch.Tensor] = {}
+    for x in inputs:
+        if not isinstance(x, torch.Tensor):
+            out.append(("value", repr(x)))
+            continue
+        t = x.detach()
+        if not t.is_contiguous():
+            t = t.contiguous()
+        raw = t.reshape(-1).view(torch.uint8) if t.numel() else torch.empty(0, dtype=torch.uint8, device=t.device)
+        words = raw.view(torch.int32) if raw.numel() % 4 == 0 else raw
+        w = weights.get(t.device)
+        if w is None:
+            gen = torch.Generator(device="cpu").manual_seed(key)
+            w = torch.randint(1, 2**31 - 1, (DIGEST_CHUNK,), generator=gen, dtype=torch.int64).to(t.device)
+            weights[t.device] = w
+        total = torch.zeros((), dtype=torch.int64, device=t.device)
+        for k, lo in enumerate(range(0, words.numel(), DIGEST_CHUNK)):
+            c = words[lo:lo + DIGEST_CHUNK].to(torch.int64)
+            total = total + (c * w[:c.numel()]).sum() * (2 * k + 1)
+        out.append((str(t.dtype), tuple(t.shape), int(total)))
+    return out
 
 
 # aten ops that move, view or allocate memory: never "the computation" of a problem.
