@@ -94,7 +94,7 @@ def build_request(problem: Problem, code: str, request_id: str, backend: Any, sh
         init_seed=init_seed, flops=problem.flops, bytes=problem.bytes, inplace=problem.inplace,
         compile_modes=list(ev["baseline_compile"] or []), profile_check=ev["profile_check"],
         aa_tolerance=ev["aa_tolerance"], heldout_trials=ev["heldout_trials"], ops_check=ev["ops_check"],
-        cuda_graph_below_ms=ev["cuda_graph_below_ms"],
+        cuda_graph_below_ms=ev["cuda_graph_below_ms"], baseline_math=ev["baseline_math"],
         # held-out shapes are GPU-sized: judged only when the run judges main shapes
         heldout=list(problem.shapes.get("heldout") or []) if ev["heldout"] and shape_name == "main" else [])
 

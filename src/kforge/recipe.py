@@ -56,6 +56,10 @@ CORE_OPTIONS: dict[str, OptionSet] = {
         Option("cuda_graph_below_ms", float, 0.1,
                "on a GPU, time both sides by CUDA-graph replay when the faster one's warm-up time is under this "
                "(ms): a plain call's launch and synchronisation would dominate; 0 never", minimum=0),
+        Option("baseline_math", str, "pytorch",
+               "math modes of the timed baselines: 'pytorch' (PyTorch's defaults, as users and KernelBench run "
+               "it: cuDNN may use TF32) or 'exact' (no TF32, no reduced-precision reductions); correctness is "
+               "always judged against the exact reference", choices=("pytorch", "exact")),
         Option("compile_timeout_s", float, 300.0, "timeout for loading/compiling one candidate", minimum=1),
         Option("run_timeout_s", float, 60.0, "timeout for one call of a candidate", minimum=1),
     )),

@@ -52,6 +52,9 @@ class EvalRequest:
     # Time by CUDA-graph replay (both sides) when the faster side's warm-up median is under this (ms);
     # 0: never. Above it, plain calls with a device-wide synchronisation inside the timed region.
     cuda_graph_below_ms: float = 0.1
+    # The baseline's math modes: "pytorch" (PyTorch's defaults, as users and KernelBench's timers run it:
+    # cuDNN may use TF32) or "exact" (none, as the correctness reference always computes).
+    baseline_math: str = "pytorch"
     # Set by the executor's compile stage: environment for the sandbox's import (TORCH_EXTENSIONS_DIR
     # pointing at a prebuilt cache entry, TORCH_CUDA_ARCH_LIST), so load_inline finds its build done.
     build_env: dict[str, str] = field(default_factory=dict)
@@ -104,6 +107,7 @@ class EvalResult:
     roofline_floor_ms: float | None = None
     roofline_fraction: float | None = None
     timing_method: str | None = None
+    baseline_math: str | None = None  # the math modes the baselines were timed in (flags and values)
     device: str | None = None
     device_kind: str | None = None  # "cuda" or "cpu"
     versions: dict[str, Any] = field(default_factory=dict)

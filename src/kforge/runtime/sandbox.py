@@ -318,6 +318,8 @@ def main(argv: list[str]) -> int:
                 with torch.no_grad():
                     ms, out = timer.time_graph(*graphs[s]) if graphs else timer.time_call(model, time_sets[s])
                 reply = {"ok": True, "ms": ms}
+                if not graphs and timer.last_tail_ms is not None:
+                    reply["tail_ms"] = timer.last_tail_ms
                 if msg.get("return_output"):
                     if graphs:  # the graph's static output: a plain copy, outside its private pool
                         out = [o.clone() if isinstance(o, torch.Tensor) else o for o in out] \
