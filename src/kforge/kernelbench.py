@@ -37,6 +37,7 @@ REASONS = {
     "nonfinite": "the reference gives NaN/Inf on an input distribution",
     "inputs": "the judge cannot draw the problem's inputs",
     "timeout": "a step ran past its time limit",
+    "timing": "the judge's timing guards rejected the reference itself (a noisy machine, or a judge bug)",
     "model_download": "the problem downloads a model (e.g. transformers from_pretrained)",
     "other": "another failure (see detail)",
 }
@@ -75,6 +76,8 @@ def classify(result: dict[str, Any]) -> tuple[str, str]:
         return "out_of_memory", detail
     if status == "timeout" or guard == "timeout":
         return "timeout", detail
+    if guard in ("timer", "timed_output", "roofline"):
+        return "timing", detail
     if guard.endswith("nonfinite") or _NONFINITE.search(error):
         return "nonfinite", detail
     if guard in ("inputs", "draw_inputs") or _INPUTS.search(error):
@@ -89,7 +92,8 @@ def memory_of(diagnostics: dict[str, Any]) -> dict[str, Any]:
     """The memory figures of a result: the judge's ``diagnostics["memory"]`` when it has one, else the
     older ``judge_peak_gib``/``sandbox_peak_gib`` keys. ``peak_gib`` is judge plus sandbox (two processes
     on one GPU); ``peak_over_working_set`` is computed when the judge did not give it."""
-    mem = diagnostics.get("memory") if isinstance(diagnostics.get("memory"), dict) else {}
+    raw = diagnostics.get("memory")
+    mem: dict[str, Any] = raw if isinstance(raw, dict) else {}
     judge = mem.get("judge_peak_gib", diagnostics.get("judge_peak_gib"))
     sandbox = mem.get("sandbox_peak_gib", diagnostics.get("sandbox_peak_gib"))
     working = mem.get("working_set_gib")

@@ -214,8 +214,8 @@ def _print_table(records: list[dict[str, Any]], summary: dict[str, Any]) -> None
     from rich.table import Table
 
     console = Console(highlight=False, soft_wrap=False, no_color=bool(os.environ.get("NO_COLOR")) or None)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console.width = 160
+    if not console.is_terminal:
+        console.width = 200  # a file or a pipe: whole rows, one per line
     table = Table(title="kforge problems check", header_style="bold")
     for col in ("problem", "judgeable", "reason", "working set GiB", "peak GiB", "peak / ws", "eager ms",
                 "compile ms", "plan"):
@@ -240,8 +240,8 @@ def print_published(data: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console(highlight=False, soft_wrap=False)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console.width = 140
+    if not console.is_terminal:
+        console.width = 160
     hw = ", ".join(data["hardware"]) or "hardware not named"
     table = Table(title=f"against {data['baseline']} ({hw})", header_style="bold")
     for col in ("problem", "baseline ms (mean)", "best ms (mean)", "vs baseline", "vs live eager"):
