@@ -137,15 +137,17 @@ def skipped_record(problem: Any, reason: str, detail: str) -> dict[str, Any]:
             "seconds": 0.0}
 
 
-def summarise_check(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """The summary line of a check: counts by reason, and the medians of eager time and peak/working set."""
+def summarise_check(records: Iterable[dict[str, Any]], selected: int | None = None) -> dict[str, Any]:
+    """The summary line of a check: counts by reason, the peaks and the ratio of peak to working set.
+    ``problems`` is the selection's size (``selected``), ``checked`` how many have a record."""
     recs = list(records)
     reasons: dict[str, int] = {}
     for r in recs:
         reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
     ratios = [r["peak_over_working_set"] for r in recs if r.get("peak_over_working_set") is not None]
     peaks = [r["peak_gib"] for r in recs if r.get("peak_gib") is not None]
-    return {"summary": True, "problems": len(recs), "judgeable": sum(1 for r in recs if r["judgeable"]),
+    return {"summary": True, "problems": len(recs) if selected is None else selected, "checked": len(recs),
+            "judgeable": sum(1 for r in recs if r["judgeable"]),
             "reasons": reasons, "not_judgeable": [r["problem_id"] for r in recs if not r["judgeable"]],
             "max_peak_gib": max(peaks) if peaks else None,
             "median_peak_over_working_set": statistics.median(ratios) if ratios else None,

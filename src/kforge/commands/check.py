@@ -25,7 +25,7 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def load_selection(source: str, level: int | None, ids: list[str]) -> list[Any]:
+def load_selection(source: str, levels: list[int], ids: list[str]) -> list[Any]:
     """SOURCE: 'builtin', a KernelBench-format file or directory, or built-in ids separated by commas."""
     from kforge.options import RecipeError
     from kforge.problems import builtin_problems, load_problem_path, select
@@ -38,15 +38,16 @@ def load_selection(source: str, level: int | None, ids: list[str]) -> list[Any]:
     else:
         problems = builtin_problems()
         ids = [*[s.strip() for s in source.split(",") if s.strip()], *ids]
-    selected = select(problems, ids or None, level)
-    if not selected:
-        raise RecipeError(f"no problems of level {level} in {source}")
-    return selected
+    if levels:
+        problems = [p for p in problems if p.level in levels]
+        if not problems:
+            raise RecipeError(f"no problems of level {' or '.join(map(str, levels))} in {source}")
+    return select(problems, ids or None, None)
 
 
 @click.command("check")
 @click.argument("source")
-@click.option("--level", type=int, default=None, help="Only problems of this level.")
+@click.option("--level", "levels", type=int, multiple=True, help="Only problems of this level (repeatable).")
 @click.option("--problem", "ids", multiple=True, metavar="ID", help="Only this problem (repeatable).")
 @click.option("--shape", type=click.Choice(["auto", "small", "main"]), default="auto", show_default=True,
               help="auto: main on a GPU, small on the CPU.")
@@ -63,13 +64,15 @@ def load_selection(source: str, level: int | None, ids: list[str]) -> list[Any]:
 @click.option("--compile-mode", default="default", show_default=True,
               help="The torch.compile mode for --compile-baseline-out.")
 @click.option("--budget-s", type=float, default=None,
-              help="Start no new problem after this many seconds (with --out, the next run goes on from there).")
+              help="Start no new problem after this many seconds (with --out, the next run goes on from there; "
+                   "0 judges nothing: the table of what the --out file holds).")
+@click.option("--retry-failed", is_flag=True, help="Judge again the problems the --out file holds as not judgeable.")
 @click.option("--allow-download", is_flag=True,
               help="Judge problems that download a model (they are reported, not judged, by default).")
-def check_cmd(source: str, level: int | None, ids: tuple[str, ...], shape: str, device: str,
+def check_cmd(source: str, levels: tuple[int, ...], ids: tuple[str, ...], shape: str, device: str,
               overrides: tuple[str, ...], as_json: bool, out_file: Path | None, baseline_out: Path | None,
               compile_baseline_out: Path | None, compile_mode: str, budget_s: float | None,
-              allow_download: bool) -> None:
+              retry_failed: bool, allow_download: bool) -> None:
     """Judge every selected problem of SOURCE with its own reference as the candidate.
 
     SOURCE is 'builtin', built-in ids separated by commas, or a KernelBench-format file or directory
@@ -79,8 +82,8 @@ def check_cmd(source: str, level: int | None, ids: tuple[str, ...], shape: str, 
     from kforge.options import RecipeError
 
     try:
-        code = _check(source, level, list(ids), shape, device, overrides, as_json, out_file, baseline_out,
-                      compile_baseline_out, compile_mode, budget_s, allow_download)
+        code = _check(source, list(levels), list(ids), shape, device, overrides, as_json, out_file, baseline_out,
+                      compile_baseline_out, compile_mode, budget_s, retry_failed, allow_download)
     except RecipeError as exc:
         _fail(str(exc), EXIT_USAGE)
     except KeyboardInterrupt:
@@ -109,18 +112,19 @@ def _settings(overrides: tuple[str, ...], device: str) -> tuple[dict[str, Any], 
     return ev, ex
 
 
-def _check(source: str, level: int | None, ids: list[str], shape: str, device: str, overrides: tuple[str, ...],
+def _check(source: str, levels: list[int], ids: list[str], shape: str, device: str, overrides: tuple[str, ...],
            as_json: bool, out_file: Path | None, baseline_out: Path | None, compile_baseline_out: Path | None,
-           compile_mode: str, budget_s: float | None, allow_download: bool) -> int:
+           compile_mode: str, budget_s: float | None, retry_failed: bool, allow_download: bool) -> int:
     from kforge import kernelbench as kb
     from kforge.engine import InfrastructureError
     from kforge.executors.local import LocalExecutor
 
-    problems = load_selection(source, level, ids)
+    problems = load_selection(source, levels, ids)
     ev, ex = _settings(overrides, device)
     if compile_baseline_out is not None and compile_mode not in ev["baseline_compile"]:
         ev["baseline_compile"] = [*ev["baseline_compile"], compile_mode]
-    done = {(r["problem_id"], r.get("hash")): r for r in kb.read_records(out_file)} if out_file else {}
+    done = {(r["problem_id"], r.get("hash")): r for r in kb.read_records(out_file)
+            if r["judgeable"] or not retry_failed} if out_file else {}
     todo = [p for p in problems if (p.id, p.hash) not in done]
     kept = {p.id: done[(p.id, p.hash)] for p in problems if (p.id, p.hash) in done}
     console = _console()
@@ -142,6 +146,8 @@ def _check(source: str, level: int | None, ids: list[str], shape: str, device: s
         on_record(records[-1])
     todo = [p for p in todo if not (p.needs_download and not allow_download)]
     unstarted: list[str] = []
+    if todo and budget_s is not None and budget_s <= 0:  # the table of what the file holds: no judge started
+        unstarted, todo = [p.id for p in todo], []
     if todo:
         executor = LocalExecutor(**ex)
 
@@ -165,7 +171,7 @@ def _check(source: str, level: int | None, ids: list[str], shape: str, device: s
             _fail(str(exc), EXIT_INFRA)
     by_id = {**kept, **{r["problem_id"]: r for r in records}}
     ordered = [by_id[p.id] for p in problems if p.id in by_id]
-    summary = kb.summarise_check(ordered) | {"remaining": len(unstarted)}
+    summary = kb.summarise_check(ordered, len(problems)) | {"remaining": len(problems) - len(ordered)}
     if as_json:
         click.echo(json.dumps(summary, default=str))
     else:
@@ -228,7 +234,8 @@ def _print_table(records: list[dict[str, Any]], summary: dict[str, Any]) -> None
                       "-" if ratio is None else f"{ratio:.2f}", _ms(r.get("eager_ms")), comp, _plan(r.get("plan")))
     console.print(table)
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(summary["reasons"].items()))
-    console.print(f"{summary['judgeable']} of {summary['problems']} judgeable ({reasons})", markup=False)
+    left = f", {summary['remaining']} not checked yet" if summary["remaining"] else ""
+    console.print(f"{summary['judgeable']} of {summary['problems']} judgeable ({reasons}{left})", markup=False)
     for r in records:
         if not r["judgeable"]:
             console.print(f"  {r['problem_id']} [{r['reason']}]: {r['detail'][:300]}", markup=False)
