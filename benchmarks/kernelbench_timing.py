@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import io
 import json
@@ -115,7 +116,8 @@ def gpu_times(problems: list[Any], kb_src: Path) -> dict[str, dict[str, Any]]:
             torch.manual_seed(42)
             inputs = [x.to(dev) if isinstance(x, torch.Tensor) else x for x in module.get_inputs()]
             with torch.no_grad():
-                row["do_bench_ms"] = float(triton.testing.do_bench(lambda: model(*inputs), return_mode="median"))
+                row["do_bench_ms"] = float(triton.testing.do_bench(functools.partial(model, *inputs),
+                                                                   return_mode="median"))
                 with contextlib.redirect_stdout(io.StringIO()):  # it prints a line per call
                     samples = time_execution_with_cuda_event(model, inputs, num_warmup=3, num_trials=100,
                                                              discard_first=1, verbose=False, device=dev)
