@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 
 from kforge import kernelbench as kb
 from kforge.metrics import fast_p
@@ -136,6 +137,13 @@ main()
 """
 
 
+def kforge_cli(*args: str) -> Result:
+    """The command line in this process (cheap): exit code, stdout and stderr apart."""
+    from kforge.cli import cli
+
+    return CliRunner().invoke(cli, list(args))
+
+
 def kforge_check(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", _NO_TUI, "problems", "check", *args], capture_output=True,
                           text=True, timeout=300, cwd=REPO)
@@ -164,12 +172,19 @@ def test_check_judges_each_problem_against_itself_and_says_why_not(tmp_path: Pat
     # streamed: each problem's progress line on stderr, the data on stdout
     assert "NOT judgeable (nonfinite)" in proc.stderr and "level1/4_Noisy: NOT judgeable" in proc.stderr
 
-    # resumed: everything is in the file, nothing is judged again; the table lists every problem
-    proc2 = kforge_check(str(root), "--out", str(out), "--problem", "level1/4_Noisy", "--problem", "level4/1_gpt2")
+    # resumed: what the file holds is not judged again; --budget-s 0 starts no judge: the table of the file
+    write_level(root, 1, {"5_New.py": RELU})
+    proc2 = kforge_check(str(root), "--out", str(out), "--budget-s", "0", "--problem", "level1/4_Noisy",
+                         "--problem", "level4/1_gpt2", "--problem", "level1/5_New")
     assert proc2.returncode == 1
-    assert "2 of 2 problems already checked" in proc2.stderr and "checking" not in proc2.stderr
-    assert "level4/1_gpt2" in proc2.stdout and "model_download" in proc2.stdout and "0 of 2 judgeable" in proc2.stdout
+    assert "2 of 3 problems already checked" in proc2.stderr and "checking" not in proc2.stderr
+    assert "level4/1_gpt2" in proc2.stdout and "model_download" in proc2.stdout
+    assert "0 of 3 judgeable" in proc2.stdout and "1 not checked yet" in proc2.stdout
     assert len(kb.read_records(out)) == 4
+    # --retry-failed: the failures are to judge again (the download is re-reported without judging)
+    proc3 = kforge_check(str(root), "--out", str(out), "--budget-s", "0", "--retry-failed", "--json")
+    left = json.loads(proc3.stdout.splitlines()[-1])["remaining"]
+    assert left == 3 + (not recs["level1/19_ReLU"]["judgeable"])  # Nan, Noisy, New (and ReLU if it failed)
 
     relu = recs["level1/19_ReLU"]
     if relu["reason"] == "timing":
@@ -205,14 +220,15 @@ def test_baseline_from_records_writes_judgeable_problems_by_level_and_file() -> 
 def test_check_filters_and_bad_usage(tmp_path: Path) -> None:
     root = tmp_path / "KernelBench"
     write_level(root, 1, {"19_ReLU.py": RELU})
-    proc = kforge_check(str(root), "--problem", "level1/19_RelU", *FAST)
-    assert proc.returncode == 2 and "Did you mean 'level1/19_ReLU'" in proc.stderr
-    proc = kforge_check(str(root), "--set", "generator.name=x")
-    assert proc.returncode == 2 and "eval.KEY=VALUE or executor.KEY=VALUE" in proc.stderr
-    proc = kforge_check(str(root), "--level", "3")
-    assert proc.returncode == 2 and "no problems of level 3" in proc.stderr
-    proc = kforge_check(str(root / "nope"))
-    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    cases = {("--problem", "level1/19_RelU"): "Did you mean 'level1/19_ReLU'",
+             ("--set", "generator.name=x"): "eval.KEY=VALUE or executor.KEY=VALUE",
+             ("--set", "eval.trials=1"): "eval.trials is 1; it must be at least 5",
+             ("--level", "3"): "no problems of level 3"}
+    for args, message in cases.items():
+        res = kforge_cli("problems", "check", str(root), *args)
+        assert res.exit_code == 2 and message in res.stderr, (args, res.stderr)
+    res = kforge_cli("problems", "check", str(root / "nope"))
+    assert res.exit_code == 2 and "does not exist" in res.stderr
 
 
 def test_classify_reads_the_judges_verdicts() -> None:
@@ -322,13 +338,13 @@ def test_report_speedups_against_a_published_baseline(tmp_path: Path) -> None:
     assert rows["4_D.py"]["published_speedup"] is None and rows["6_F.py"]["baseline_ms"] is None
     assert data["aligned"] == 5 and data["hardware"] == ["H100"]
     assert data["fast_p"] == {f"{p:g}": pytest.approx(w) for p, w in EXPECTED.items()}
-    proc = subprocess.run([sys.executable, "-m", "kforge", "report", str(run), "--baseline", str(base), "--json"],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["published_baseline"]["fast_p"]["1"] == pytest.approx(0.4)
-    proc = subprocess.run([sys.executable, "-m", "kforge", "report", str(run), "--baseline", str(tmp_path / "x")],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert proc.returncode == 2 and "cannot read baseline" in proc.stderr and "Traceback" not in proc.stderr
+    res = kforge_cli("report", str(run), "--baseline", str(base), "--json")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["published_baseline"]["fast_p"]["1"] == pytest.approx(0.4)
+    res = kforge_cli("report", str(run), "--baseline", str(base))
+    assert res.exit_code == 0 and "level1/1_A.py" in res.stdout and "2.00x" in res.stdout and "p=1: 0.40" in res.stdout
+    res = kforge_cli("report", str(run), "--baseline", str(tmp_path / "x"))
+    assert res.exit_code == 2 and "cannot read baseline" in res.stderr
 
 
 def test_a_problem_that_downloads_a_model_is_refused_before_a_run(tmp_path: Path) -> None:
@@ -340,12 +356,11 @@ def test_a_problem_that_downloads_a_model_is_refused_before_a_run(tmp_path: Path
     assert "AutoConfig.from_pretrained(...) at line 5" in str(probs["level4/1_gpt2"].needs_download)
     recipe = tmp_path / "kb.toml"
     recipe.write_text(f'[problems]\nsource = "{root}"\nlevel = 4\n[generator]\nname = "replay"\npath = "{tmp_path}"\n')
-    proc = subprocess.run([sys.executable, "-m", "kforge", "run", str(recipe), "--dry-run"], capture_output=True,
-                          text=True, timeout=120, cwd=REPO)
-    assert proc.returncode == 2 and "need a model download" in proc.stderr and "Traceback" not in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "kforge", "run", str(recipe), "--dry-run", "--set", "problems.level=1"],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
+    res = kforge_cli("run", str(recipe), "--dry-run")
+    assert res.exit_code == 2 and "1 selected problem(s) need a model download" in res.stderr
+    assert "level4/1_gpt2 (it downloads a model: AutoConfig.from_pretrained(...) at line 5)" in res.stderr
+    res = kforge_cli("run", str(recipe), "--dry-run", "--set", "problems.level=1")
+    assert res.exit_code == 0, res.stderr
 
 
 def test_the_kernelbench_recipe_loads(tmp_path: Path) -> None:
