@@ -312,7 +312,8 @@ def problems_list(source: str, as_json: bool) -> None:
         return
     for p in probs:
         shapes = ", ".join(k for k in p.shapes if p.shapes[k])
-        click.echo(f"{p.id:<24} L{p.level if p.level is not None else '?'}  {p.name:<40} shapes: {shapes or 'main'}")
+        click.echo(f"{p.id:<24} L{p.level if p.level is not None else '?'}  {p.name:<40} shapes: {shapes or 'main'}"
+                   + ("  (needs a model download)" if p.needs_download else ""))
 
 
 @problems.command("show")
