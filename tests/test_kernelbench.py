@@ -223,7 +223,9 @@ def test_check_filters_and_bad_usage(tmp_path: Path) -> None:
     cases = {("--problem", "level1/19_RelU"): "Did you mean 'level1/19_ReLU'",
              ("--set", "generator.name=x"): "eval.KEY=VALUE or executor.KEY=VALUE",
              ("--set", "eval.trials=1"): "eval.trials is 1; it must be at least 5",
-             ("--level", "3"): "no problems of level 3"}
+             ("--level", "3"): "no problems of level 3",
+             ("--out", str(tmp_path / "a-file" / "x.jsonl")): "cannot write"}
+    (tmp_path / "a-file").write_text("")  # a file where the --out folder should be
     for args, message in cases.items():
         res = kforge_cli("problems", "check", str(root), *args)
         assert res.exit_code == 2 and message in res.stderr, (args, res.stderr)

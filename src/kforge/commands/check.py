@@ -118,9 +118,21 @@ def _check(source: str, levels: list[int], ids: list[str], shape: str, device: s
     from kforge import kernelbench as kb
     from kforge.engine import InfrastructureError
     from kforge.executors.local import LocalExecutor
+    from kforge.options import RecipeError
 
     problems = load_selection(source, levels, ids)
     ev, ex = _settings(overrides, device)
+    for path in (out_file, baseline_out, compile_baseline_out):
+        if path is not None:  # before any judging: a path that can't be written is a usage error, not lost work
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if path == out_file:
+                    with path.open("a"):
+                        pass
+                elif not os.access(path.parent, os.W_OK) or path.is_dir():
+                    raise PermissionError(f"{path} is a folder, or its folder is not writable")
+            except OSError as exc:
+                raise RecipeError(f"cannot write {path}: {exc.strerror or exc}") from exc
     if compile_baseline_out is not None and compile_mode not in ev["baseline_compile"]:
         ev["baseline_compile"] = [*ev["baseline_compile"], compile_mode]
     done = {(r["problem_id"], r.get("hash")): r for r in kb.read_records(out_file)
