@@ -297,7 +297,7 @@ def plugins(as_json: bool) -> None:
 # -- problems -------------------------------------------------------------------------------------
 @cli.group()
 def problems() -> None:
-    """List and show problems."""
+    """List, show and check problems."""
 
 
 @problems.command("list")
@@ -312,7 +312,8 @@ def problems_list(source: str, as_json: bool) -> None:
         return
     for p in probs:
         shapes = ", ".join(k for k in p.shapes if p.shapes[k])
-        click.echo(f"{p.id:<24} L{p.level if p.level is not None else '?'}  {p.name:<40} shapes: {shapes or 'main'}")
+        click.echo(f"{p.id:<24} L{p.level if p.level is not None else '?'}  {p.name:<40} shapes: {shapes or 'main'}"
+                   + ("  (needs a model download)" if p.needs_download else ""))
 
 
 @problems.command("show")
@@ -365,12 +366,14 @@ def _load_source(source: str) -> list[Any]:
 def _add_builtin_commands() -> None:
     from kforge.commands import prompt_cmd
     from kforge.commands.cache import cache_group
+    from kforge.commands.check import check_cmd
     from kforge.commands.modal import modal_group
     from kforge.commands.report import compare_cmd, report_cmd
     from kforge.commands.tui import tui_cmd
 
     for cmd in (prompt_cmd, cache_group, modal_group, tui_cmd, report_cmd, compare_cmd):
         cli.add_command(cmd)
+    problems.add_command(check_cmd)  # kforge problems check
 
 
 _add_builtin_commands()

@@ -26,7 +26,9 @@ def _check_run(path: Path) -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write the report here (default: RUN_DIR/report).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report's figures as one JSON object on stdout.")
-def report_cmd(run_dir: Path, out_dir: Path | None, as_json: bool) -> None:
+@click.option("--baseline", "baseline", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A KernelBench baseline JSON (results/timing/...): also print speedups and fast_p against it.")
+def report_cmd(run_dir: Path, out_dir: Path | None, as_json: bool, baseline: Path | None) -> None:
     """Write report.md and a self-contained report.html for RUN_DIR.
 
     The per-problem table, fast_p against p, the geometric-mean speedup, the correctness rate, best
@@ -35,13 +37,30 @@ def report_cmd(run_dir: Path, out_dir: Path | None, as_json: bool) -> None:
     from kforge.report import have_matplotlib, public, run_figures, write_report
 
     _check_run(run_dir)
+    published = _published(run_dir, baseline) if baseline is not None else None
     figures = run_figures(run_dir)
     written = write_report(run_dir, out_dir, figures=figures)
     if as_json:
-        click.echo(json.dumps(public(figures) | {"written": written}, default=str))
+        extra = {"published_baseline": published} if published is not None else {}
+        click.echo(json.dumps(public(figures) | {"written": written} | extra, default=str))
+    elif published is not None:
+        from kforge.commands.check import print_published
+
+        print_published(published)
     click.echo(f"wrote {written['markdown']} and {written['html']}", err=True)
     if not have_matplotlib():
         click.echo("note: no plots (matplotlib is not installed: pip install 'kforge[report]')", err=True)
+
+
+def _published(run_dir: Path, baseline: Path) -> dict[str, Any]:
+    from kforge.kernelbench import published_speedups
+    from kforge.options import RecipeError
+
+    try:
+        return published_speedups(run_dir, baseline)
+    except RecipeError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
 
 
 @click.command("compare")

@@ -36,6 +36,8 @@ class Problem:
     rtol: float | None = None
     inplace: bool = False
     constants: dict[str, Any] = field(default_factory=dict)
+    # Why the problem cannot be judged offline (it downloads a model or data set), or None
+    needs_download: str | None = None
 
     @property
     def hash(self) -> str:
@@ -78,7 +80,8 @@ class Problem:
 
     def summary(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "level": self.level, "dtype": self.dtype, "path": self.path,
-                "shapes": self.shapes, "flops": self.flops, "bytes": self.bytes, "hash": self.hash}
+                "shapes": self.shapes, "flops": self.flops, "bytes": self.bytes, "hash": self.hash,
+                "needs_download": self.needs_download}
 
 
 def _constants(tree: ast.Module) -> dict[str, Any]:
@@ -92,6 +95,41 @@ def _constants(tree: ast.Module) -> dict[str, Any]:
             if isinstance(value, (int, float, bool, str, tuple, list)):
                 out[node.targets[0].id] = value
     return out
+
+
+# Calls that fetch weights or data from the network (Hugging Face, torch.hub): KernelBench's level 4
+# builds its models with transformers' from_pretrained, some of it at import time.
+_DOWNLOAD_CALLS = {"from_pretrained", "hf_hub_download", "snapshot_download", "load_dataset",
+                   "load_state_dict_from_url", "download_url_to_file"}
+ALLOW_DOWNLOADS_ENV = "KFORGE_ALLOW_DOWNLOADS"
+
+
+def download_reason(tree: ast.Module) -> str | None:
+    """Why a problem needs the network to build its model (the first such call), or None."""
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        hub = (isinstance(func, ast.Attribute) and func.attr == "load" and isinstance(func.value, ast.Attribute)
+               and func.value.attr == "hub")
+        if name in _DOWNLOAD_CALLS or hub:
+            return f"it downloads a model: {ast.unparse(func)}(...) at line {node.lineno}"
+    return None
+
+
+def check_downloads(problems: list[Problem]) -> None:
+    """A clear error before any judging when a selected problem needs a model download (unless
+    $KFORGE_ALLOW_DOWNLOADS is set): the judge would otherwise fail on each of them in turn."""
+    import os
+
+    bad = [p for p in problems if p.needs_download]
+    if bad and not os.environ.get(ALLOW_DOWNLOADS_ENV):
+        names = ", ".join(p.id for p in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise RecipeError(f"{len(bad)} selected problem(s) need a model download, which the judge cannot do "
+                          f"offline: {names} ({bad[0].needs_download}). Leave them out "
+                          "([problems] level or ids; KernelBench's level 4 is all of this kind), or set "
+                          f"{ALLOW_DOWNLOADS_ENV}=1 where the models are cached.")
 
 
 def is_problem_source(source: str) -> bool:
@@ -131,7 +169,7 @@ def load_problem_file(path: Path, problem_id: str | None = None) -> Problem:
         id=problem_id or meta.get("id") or stem, name=meta.get("name") or stem, level=level, path=str(path),
         source=source, dtype=meta.get("dtype", "float32"), shapes=shapes, flops=meta.get("flops"),
         bytes=meta.get("bytes"), atol=meta.get("atol"), rtol=meta.get("rtol"), inplace=bool(meta.get("inplace")),
-        constants=constants)
+        constants=constants, needs_download=download_reason(tree))
 
 
 def load_problem_path(path: Path) -> list[Problem]:

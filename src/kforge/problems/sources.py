@@ -7,7 +7,7 @@ from typing import Any
 
 from kforge.api import ProblemSource
 from kforge.hookspecs import hookimpl
-from kforge.problems import Problem, builtin_problems, load_problem_path
+from kforge.problems import Problem, builtin_problems, check_downloads, load_problem_path, select
 
 
 class BuiltinSource(ProblemSource):
@@ -23,7 +23,9 @@ class PathSource(ProblemSource):
     description = "a KernelBench-format problem file, or a directory of them (e.g. a KernelBench checkout)"
 
     def load(self, table: dict[str, Any]) -> list[Problem]:
-        return load_problem_path(Path(table["source"]).expanduser())
+        problems = load_problem_path(Path(table["source"]).expanduser())
+        check_downloads(select(problems, table.get("ids"), table.get("level")))
+        return problems
 
 
 @hookimpl
