@@ -15,7 +15,7 @@ from typing import Any
 import search_helpers
 
 from kforge.api import Executor
-from kforge.generators.tune import find_sites
+from kforge.tunables import find_sites
 from kforge.hookspecs import hookimpl
 from kforge.runtime import protocol as P
 
