@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kforge.options import RecipeError
-from kforge.runtime.meta import strip_metadata
+from kforge.runtime.meta import device_figures, strip_metadata
 
 if TYPE_CHECKING:
     from kforge.api import Backend
@@ -29,31 +29,6 @@ if TYPE_CHECKING:
 
 SECTIONS = ("system", "user", "problem", "backend", "example", "device", "parent", "second_parent", "history",
             "feedback", "inspirations", "rules", "task")
-
-# Dense (no sparsity) figures from NVIDIA's datasheets. Matched against the device name that torch
-# reports, most specific first.
-DEVICE_SPECS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("h200 nvl", {"label": "H200 NVL", "memory_bandwidth_gbs": 4800, "fp32_tflops": 60, "tf32_tflops": 417,
-                  "bf16_tflops": 835, "fp8_tflops": 1670, "l2_mb": 50, "memory_gb": 141}),
-    ("h200", {"label": "H200 SXM", "memory_bandwidth_gbs": 4800, "fp32_tflops": 67, "tf32_tflops": 495,
-              "bf16_tflops": 989, "fp8_tflops": 1979, "l2_mb": 50, "memory_gb": 141}),
-    ("h100 nvl", {"label": "H100 NVL", "memory_bandwidth_gbs": 3900, "fp32_tflops": 60, "tf32_tflops": 417,
-                  "bf16_tflops": 835, "fp8_tflops": 1670, "l2_mb": 50, "memory_gb": 94}),
-    ("h100 pcie", {"label": "H100 PCIe", "memory_bandwidth_gbs": 2000, "fp32_tflops": 51, "tf32_tflops": 378,
-                   "bf16_tflops": 756, "fp8_tflops": 1513, "l2_mb": 50, "memory_gb": 80}),
-    ("h100", {"label": "H100 SXM", "memory_bandwidth_gbs": 3350, "fp32_tflops": 67, "tf32_tflops": 495,
-              "bf16_tflops": 989, "fp8_tflops": 1979, "l2_mb": 50, "memory_gb": 80}),
-    ("a100 80gb pcie", {"label": "A100 80GB PCIe", "memory_bandwidth_gbs": 1935, "fp32_tflops": 19.5,
-                        "tf32_tflops": 156, "bf16_tflops": 312, "l2_mb": 40, "memory_gb": 80}),
-    ("a100-pcie", {"label": "A100 40GB PCIe", "memory_bandwidth_gbs": 1555, "fp32_tflops": 19.5,
-                   "tf32_tflops": 156, "bf16_tflops": 312, "l2_mb": 40, "memory_gb": 40}),
-    ("a100-sxm4-40gb", {"label": "A100 40GB SXM", "memory_bandwidth_gbs": 1555, "fp32_tflops": 19.5,
-                        "tf32_tflops": 156, "bf16_tflops": 312, "l2_mb": 40, "memory_gb": 40}),
-    ("a100", {"label": "A100 80GB SXM", "memory_bandwidth_gbs": 2039, "fp32_tflops": 19.5, "tf32_tflops": 156,
-              "bf16_tflops": 312, "l2_mb": 40, "memory_gb": 80}),
-    ("l40s", {"label": "L40S", "memory_bandwidth_gbs": 864, "fp32_tflops": 91.6, "tf32_tflops": 183,
-              "bf16_tflops": 362, "fp8_tflops": 733, "l2_mb": 96, "memory_gb": 48}),
-)
 
 PLACEHOLDERS: dict[str, str] = {
     # values, usable in every template
@@ -142,21 +117,10 @@ _VALUE_KEYS = ("problem_id", "problem_name", "problem_source", "problem_dtype", 
                "parent_code", "feedback_text", "second_parent_code", "history_text", "inspirations_text")
 
 
-def device_specs(name: str | None) -> dict[str, Any] | None:
-    """Datasheet figures for a device name as torch reports it ('NVIDIA H100 80GB HBM3'), if known."""
-    if not name:
-        return None
-    low = name.lower().replace("_", " ")
-    for key, spec in DEVICE_SPECS:
-        if key in low or key.replace(" ", "-") in low:
-            return dict(spec)
-    return None
-
-
 def _device_values(device: dict[str, Any], override: str | None) -> tuple[str, str]:
     name = override or device.get("device")
     kind = device.get("device_kind")
-    spec = device_specs(name)
+    spec = device_figures(name)
     if not name or kind == "cpu" and not override:
         label = "an NVIDIA GPU (this run judges candidates on the CPU, where timings are not GPU timings)" \
             if kind == "cpu" else "an NVIDIA GPU"
@@ -171,14 +135,12 @@ def _device_values(device: dict[str, Any], override: str | None) -> tuple[str, s
         text += f" ({', '.join(facts)})"
     if spec is None:
         return text, ""
-    parts = [f"memory bandwidth about {spec['memory_bandwidth_gbs']:g} GB/s",
-             f"peak about {spec['fp32_tflops']:g} TFLOP/s FP32"]
-    if spec.get("tf32_tflops"):
-        parts.append(f"{spec['tf32_tflops']:g} TFLOP/s TF32 tensor core")
-    parts.append(f"{spec['bf16_tflops']:g} TFLOP/s BF16/FP16 tensor core (dense)")
-    if spec.get("l2_mb"):
-        parts.append(f"{spec['l2_mb']:g} MB L2")
-    return text, f" Datasheet figures ({spec['label']}): " + ", ".join(parts) + "."
+    parts = [f"memory bandwidth about {spec.memory_bandwidth_gbs:g} GB/s",
+             f"peak about {spec.fp32_tflops:g} TFLOP/s FP32", f"{spec.tf32_tflops:g} TFLOP/s TF32 tensor core",
+             f"{spec.bf16_tflops:g} TFLOP/s BF16/FP16 tensor core (dense)", f"{spec.l2_mb:g} MB L2"]
+    if not (device.get("sm_count") and not override):
+        parts.append(f"{spec.sm_count} SMs")
+    return text, f" Datasheet figures ({spec.label}): " + ", ".join(parts) + "."
 
 
 def format_feedback(feedback: dict[str, Any] | str | None, max_chars: int = 4000) -> str:
