@@ -19,7 +19,7 @@ from typing import Any
 import kforge
 from kforge import events as E
 from kforge.api import Candidate, Generation, Proposal, Retime, RunContext, code_hash
-from kforge.metrics import retime_verdict, summarise_run
+from kforge.metrics import retime_verdict, summarise
 from kforge.options import OptionSet, RecipeError
 from kforge.plugins import Registry, describe_plugins, get_registry
 from kforge.problems import Problem, select
@@ -99,14 +99,6 @@ def build_request(problem: Problem, code: str, request_id: str, backend: Any, sh
         heldout=list(problem.shapes.get("heldout") or []) if ev["heldout"] and shape_name == "main" else [])
 
 
-# What the engine keeps in memory per result (the rest is in the store): enough for the summary.
-SUMMARY_FIELDS = ("candidate_id", "problem_id", "status", "speedup")
-
-
-def _summary_fields(result: dict[str, Any]) -> dict[str, Any]:
-    return {k: result.get(k) for k in SUMMARY_FIELDS}
-
-
 class Engine:
     def __init__(self, recipe: Recipe, run_dir: Path | None = None, registry: Registry | None = None,
                  resume: bool = False) -> None:
@@ -140,8 +132,6 @@ class Engine:
                               recipe=recipe.to_dict(), run_dir=self.run_dir)
         self.ctx.generator = self.generator
         self.shape_name = "small"
-        self.results: list[dict[str, Any]] = []
-        self.retimes: list[dict[str, Any]] = []  # finished re-timings, as the store's rows
         self._metrics_last: Any = None
         self._metrics_at = float("-inf")
         self.best: dict[str, float] = {}
@@ -252,8 +242,7 @@ class Engine:
             if sys.exc_info()[0] is not None:  # the run failed: still close what holds files
                 self.store.set_meta("status", "failed")
                 self._close_loggers()
-        summary = summarise_run(self.results, self.problem_ids, self.retimes)
-        self._where_of_best(summary["best"])
+        summary, _ = summarise(self.store)  # the run's one summary, from its store (a resumed run's too)
         metrics = self._search_metrics(force=True)
         if metrics:
             summary["search"] = metrics
@@ -312,8 +301,8 @@ class Engine:
             self.search.load_state_dict(state)
         cands = self.store.candidates()
         self._cand_seq = max((int(c["id"][1:]) for c in cands if c["id"][1:].isdigit()), default=0)
-        self.results = [_summary_fields(r) for r in self.store.results()]
-        for r in self.results:
+        results = self.store.results()
+        for r in results:
             s = r.get("speedup")
             if s is not None and s > self.best.get(r["problem_id"], 0.0):
                 self.best[r["problem_id"]] = s
@@ -330,7 +319,6 @@ class Engine:
                       for c in cands if c["status"] is None and c["proposal_id"] in proposals]
         self.n_candidates = len(cands) + len(regenerate)
         retimes = self.store.retimes()
-        self.retimes = [r for r in retimes if r["status"] is not None]
         redo = [Retime(id=r["id"], problem_id=r["problem_id"], candidate_id=r["candidate_id"],
                        first_speedup=r["first_speedup"], trials=r["trials"]) for r in retimes if r["status"] is None]
         if regenerate:
@@ -339,7 +327,7 @@ class Engine:
             self._spawn(self._evaluate(cand, prop), ("eval", cand))
         for rt in redo:
             self._spawn(self._retime(rt), ("retime", rt))
-        self.emit(E.make(E.BUDGET, message=f"resumed: {len(self.results)} results kept, {len(reevaluate)} "
+        self.emit(E.make(E.BUDGET, message=f"resumed: {len(results)} results kept, {len(reevaluate)} "
                          f"evaluations, {len(regenerate)} generations and {len(redo)} re-timings to redo",
                          reason="resumed"))
 
@@ -462,9 +450,6 @@ class Engine:
         data = result.to_dict()
         data["candidate_id"] = rt.candidate_id
         self.store.set_retime_result(rt.id, data, verdict)
-        self.retimes.append({"id": rt.id, "candidate_id": rt.candidate_id, "problem_id": rt.problem_id,
-                             "first_speedup": rt.first_speedup, "trials": rt.trials, "status": result.status,
-                             "speedup": result.speedup, "verdict": verdict, "result": data})
         self.emit(E.make(E.RETIME, problem=rt.problem_id, candidate=rt.candidate_id, retime=rt.id,
                          status=result.status, verdict=verdict, speedup=result.speedup,
                          first_speedup=rt.first_speedup, time_ms=(result.timing or {}).get("median_ms"),
@@ -490,14 +475,6 @@ class Engine:
             self._metrics_last = metrics
             self.emit(E.make(E.SEARCH, search=self.search.name, metrics=metrics))
         return metrics
-
-    def _where_of_best(self, best: dict[str, dict[str, Any]]) -> None:
-        """Add the island and generation (as the search put them in the proposal) of each problem's best."""
-        params = self.store.proposal_params([b["candidate"] for b in best.values() if b.get("candidate")])
-        for b in best.values():
-            for key in RESULT_WHERE:
-                if key in params.get(b.get("candidate") or "", {}):
-                    b[key] = params[b["candidate"]][key]
 
     def _accept(self, proposal: Proposal, gen: Generation) -> bool:
         """Record a generation and submit it; False if nothing was submitted."""
@@ -555,7 +532,6 @@ class Engine:
         data = result.to_dict()
         data["candidate_id"] = cand.id
         self.store.add_result(cand.id, data)
-        self.results.append(_summary_fields(data))
         self.emit(E.make(E.RESULT, problem=cand.problem_id, candidate=cand.id, label=cand.label,
                          status=result.status, speedup=result.speedup, device=result.device,
                          device_kind=result.device_kind, guard=result.guard, error=result.error,
