@@ -16,6 +16,7 @@ import hashlib
 import json
 import re
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -236,7 +237,7 @@ class PromptSettings:
     feedback_max_chars: int = 4000
 
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> PromptSettings:
+    def from_options(cls, options: Mapping[str, Any]) -> PromptSettings:
         """Read template files named by generator options (``template_dir``, ``system_prompt``,
         ``user_template``); a missing file or an unknown section is a RecipeError."""
         templates: dict[str, str] = {}
@@ -264,11 +265,9 @@ class PromptSettings:
                     raise RecipeError(f"generator.{option} {p} does not exist")
                 templates[section] = p.read_text()
                 files[section] = str(p)
-        settings = cls(templates=templates, template_files=files,
-                       example=str(options.get("example") or "other"),
-                       edit_format=str(options.get("edit_format") or "full"),
-                       device=options.get("device"),
-                       feedback_max_chars=int(options.get("feedback_max_chars") or 4000))
+        given = {k: options[k] for k in ("example", "edit_format", "device", "feedback_max_chars")
+                 if options.get(k) is not None}  # a generator passes its resolved options: every one is there
+        settings = cls(templates=templates, template_files=files, **given)
         settings.check()
         return settings
 

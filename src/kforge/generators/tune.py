@@ -52,7 +52,7 @@ class TuneGenerator(Generator):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.ranges: dict[str, list[int]] = {}
-        for name, values in dict(options.get("ranges") or {}).items():
+        for name, values in dict(self.opts.ranges or {}).items():
             if not isinstance(values, list) or not values or not all(
                     isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in values):
                 raise RecipeError(f"generator.ranges.{name} must be a non-empty list of positive integers, "
@@ -61,7 +61,7 @@ class TuneGenerator(Generator):
         self.seen: dict[str, set[str]] = {}
 
     def wanted(self, site: Site) -> bool:
-        include, exclude = self.config.get("include"), self.config.get("exclude")
+        include, exclude = self.opts.include, self.opts.exclude
         if include and not any(fnmatch.fnmatchcase(site.name, g) for g in include):
             return False
         return not (exclude and any(fnmatch.fnmatchcase(site.name, g) for g in exclude))
@@ -93,13 +93,13 @@ class TuneGenerator(Generator):
                 f"the problem has no {ctx.backend.name} example solution"))
         seen = self.seen.setdefault(proposal.problem_id, set())
         parent_hash = code_hash(parent)
-        if (origin == "example solution" and self.config.get("include_parent", True)
+        if (origin == "example solution" and self.opts.include_parent
                 and parent_hash not in seen):
             seen.add(parent_hash)
             return Generation(proposal.id, parent, self.name, label="parent (unchanged)",
                               meta={"parent": origin, "changes": {}})
         seen.add(parent_hash)
-        sites = [s for s in find_sites(parent, bool(self.config.get("module_constants", True))) if self.wanted(s)]
+        sites = [s for s in find_sites(parent, self.opts.module_constants) if self.wanted(s)]
         domains = {s: self.domain(s) for s in sites}
         sites = [s for s in sites if domains[s]]
         if not sites:
@@ -127,7 +127,7 @@ class TuneGenerator(Generator):
     def _choices(self, sites: list[Site], domains: dict[Site, list[int]], rng: random.Random) -> Any:
         """Random picks first (1 to max_changes constants), then every single change and every pair in a
         seeded order, so a variant is always found while one is left."""
-        most = min(int(self.config.get("max_changes") or 2), len(sites))
+        most = min(int(self.opts.max_changes), len(sites))
         for _ in range(64):
             k = rng.choices(range(1, most + 1), weights=[2 ** -i for i in range(most)])[0]
             chosen = rng.sample(sites, k)
