@@ -24,10 +24,9 @@ from kforge.tui.model import RunPoller, RunState
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "recipes" / "quickstart" / "candidates"
-# relu: a correct kernel, a wrong one and one that crashes; softmax: a correct one. Sorted by name, so the
-# replay order is fixed.
-FILES = ["relu/a_correct.py", "relu/b_wrong_slope.py", "relu/c_crash.py", "softmax/a_correct.py"]
-SOURCES = ["relu/correct.py", "relu/wrong_slope.py", "relu/crash.py", "softmax/correct.py"]
+# relu: a correct kernel and a wrong one; softmax: a correct one. Sorted by name, so the replay order is fixed.
+FILES = ["relu/a_correct.py", "relu/b_wrong_slope.py", "softmax/a_correct.py"]
+SOURCES = ["relu/correct.py", "relu/wrong_slope.py", "softmax/correct.py"]
 
 
 def _recipe(tmp: Path) -> Path:
@@ -47,7 +46,8 @@ name = "replay"
 path = "{(tmp / 'cands').as_posix()}"
 [search]
 name = "best-of-n"
-n = 3
+n = 2
+retime_winner = false  # re-timed figures agree across views too: tests/searches/test_retime.py
 [eval]
 trials = 5
 min_samples = 3
@@ -128,8 +128,8 @@ def test_ctrl_c_then_resume_every_view_reports_the_same_numbers(tmp_path: Path) 
     poller.close()
     headline = dict(state.headline())
 
-    # every candidate was judged once across the two processes: 3 relu files and 1 softmax file
-    assert candidates == figures["results"] == 4
+    # every candidate was judged once across the two processes: 2 relu files and 1 softmax file
+    assert candidates == figures["results"] == 3
     assert correct == figures["correct"] == 2
     assert solved == figures["problems_solved"] == 2 and n_problems == 2
     assert geomean == fmt.speedup(figures["geomean_speedup"]) == headline["geomean best"]
@@ -142,5 +142,5 @@ def test_ctrl_c_then_resume_every_view_reports_the_same_numbers(tmp_path: Path) 
         assert table[pid]["correct"] == str(p["correct"]), (pid, table[pid], p)
         assert cells["tried"] == f"{p['tried']}/{p['correct']}"
         assert table[pid]["best speedup"] == fmt.speedup(p["best_speedup"]) == cells["eager"]
-    assert by_id["relu"]["tried"] == 3 and by_id["relu"]["correct"] == 1
+    assert by_id["relu"]["tried"] == 2 and by_id["relu"]["correct"] == 1
     assert by_id["softmax"]["tried"] == 1 and by_id["softmax"]["correct"] == 1

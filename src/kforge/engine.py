@@ -170,7 +170,7 @@ class Engine:
 
     def emit(self, event: dict[str, Any]) -> None:
         self.store.add_event(event)
-        if self.store.db.in_transaction:
+        if self.store.in_transaction:
             self._held.append(event)  # shown once committed: nothing is shown that a crash could lose
         else:
             self.bus.emit(event)

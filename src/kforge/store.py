@@ -338,6 +338,11 @@ class Store(RunReader):
             self.db.executescript(_RETIMES)
             self.set_meta("schema_version", SCHEMA_VERSION)
 
+    @property
+    def in_transaction(self) -> bool:
+        """Whether writes are open in :meth:`transaction` (not yet committed)."""
+        return self.db.in_transaction
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """Group writes so a crash leaves all or none of them (e.g. a result and the search state)."""
