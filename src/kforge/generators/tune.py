@@ -1,15 +1,8 @@
 """The ``tune`` generator: variants of a parent candidate with its tunable constants changed. No model.
 
-Tunable constants are found with the AST, never by running the code:
-
-- keyword arguments of a Triton launch (``kernel[grid](..., BLOCK_M=64, num_warps=4)``) and of
-  ``triton.Config`` whose name looks tunable (``BLOCK*``, ``*_SIZE``, ``TILE*``, ``GROUP*``,
-  ``num_warps``, ``num_stages``, ...): an int literal there, or the int literals that the local or
-  module-level assignment of the name passed holds (``BLOCK_M, BLOCK_N = 64, 64``; the branches of
-  ``8 if ... else 4``; the cap in ``min(4096, next_power_of_2(n))``);
-- module-level int constants with upper-case names (``BLOCK = 256``, ``TILE: tl.constexpr = 32``);
-- in CUDA source strings, ``#define``/``constexpr``/``const int`` constants with tunable names and the
-  block size of a ``<<<grid, block>>>`` launch.
+Tunable constants (block sizes, ``num_warps``, ``num_stages``, upper-case module constants, CUDA
+``#define``/``constexpr`` constants and launch block sizes) are found with the AST, never by running
+the code: :mod:`kforge.tunables` says which.
 
 Each constant gets a range: the recipe's (``ranges``, by name or glob) or an inferred one (powers of
 two around the current value, 1-6 stages, 1-32 warps, at most 1024 CUDA threads). A proposal's seed
