@@ -25,7 +25,7 @@ from kforge.plugins import Registry, describe_plugins, get_registry
 from kforge.problems import Problem, select
 from kforge.recipe import Recipe
 from kforge.runtime import protocol as P
-from kforge.store import Store
+from kforge.store import ProposalRow, Store
 
 
 class InfrastructureError(Exception):
@@ -308,13 +308,13 @@ class Engine:
                 self.best[r["problem_id"]] = s
         proposals = {p["id"]: p for p in self.store.proposals()}
 
-        def as_proposal(row: dict[str, Any]) -> Proposal:
+        def as_proposal(row: ProposalRow) -> Proposal:
             return Proposal(id=row["id"], problem_id=row["problem_id"], step=row["step"], seed=row["seed"],
                             parent_id=row["parent_id"], params=json.loads(row["params"] or "{}"))
 
         regenerate = [as_proposal(p) for p in proposals.values() if p["outcome"] is None]
         reevaluate = [(Candidate(id=c["id"], problem_id=c["problem_id"], proposal_id=c["proposal_id"], code=c["code"],
-                                 code_hash=c["code_hash"], generator=c["generator"], label=c["label"],
+                                 code_hash=c["code_hash"], generator=c["generator"] or "", label=c["label"],
                                  parent_id=c["parent_id"]), as_proposal(proposals[c["proposal_id"]]))
                       for c in cands if c["status"] is None and c["proposal_id"] in proposals]
         self.n_candidates = len(cands) + len(regenerate)
@@ -498,7 +498,7 @@ class Engine:
             self.emit(E.make(E.CANDIDATE, candidate=dup["id"], problem=proposal.problem_id, label=gen.label,
                              generator=gen.generator, proposal=proposal.id, duplicate=True))
             original = Candidate(id=dup["id"], problem_id=dup["problem_id"], proposal_id=dup["proposal_id"],
-                                 code=dup["code"], code_hash=dup["code_hash"], generator=dup["generator"],
+                                 code=dup["code"], code_hash=dup["code_hash"], generator=dup["generator"] or "",
                                  label=dup["label"], parent_id=dup["parent_id"])
             self.search.tell(original, proposal, None)  # a duplicate: never judged twice
             self.store.set_state("search", self.search.state_dict())

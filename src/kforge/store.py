@@ -20,7 +20,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 SCHEMA_VERSION = 2  # 2: the retimes table
 DB_NAME = "kforge.db"
@@ -70,6 +70,51 @@ class ProblemRow(TypedDict):
     level: int | None
     hash: str | None
     shape_name: str | None
+
+
+class CandidateRecord(TypedDict):
+    """A candidate as stored (``meta`` is JSON text)."""
+
+    seq: int
+    id: str
+    proposal_id: str
+    problem_id: str
+    code: str
+    code_hash: str
+    generator: str | None
+    model: str | None
+    label: str | None
+    parent_id: str | None
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    created: float | None
+    meta: str | None
+
+
+class CandidateRow(CandidateRecord):
+    """A candidate with its result's ``status``, ``speedup`` and ``result`` (JSON text); all None while judged."""
+
+    status: str | None
+    speedup: float | None
+    result: str | None
+
+
+class ProposalRow(TypedDict):
+    """A proposal as stored (``params`` is JSON text; ``outcome`` None until its generation came back)."""
+
+    seq: int
+    id: str
+    problem_id: str
+    step: int
+    seed: int
+    parent_id: str | None
+    params: str | None
+    created: float | None
+    outcome: str | None
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
 
 
 class CandidateInfo(TypedDict):
@@ -206,23 +251,24 @@ class RunReader:
                          candidates=int(self.db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0]),
                          results=int(res[0]), correct=int(res[1]))
 
-    def candidates(self, problem_id: str | None = None) -> list[dict[str, Any]]:
+    def candidates(self, problem_id: str | None = None) -> list[CandidateRow]:
         q = ("SELECT c.*, r.status, r.speedup, r.result FROM candidates c LEFT JOIN results r "
              "ON r.candidate_id = c.id")
         args: tuple[Any, ...] = ()
         if problem_id:
             q += " WHERE c.problem_id = ?"
             args = (problem_id,)
-        return [dict(r) for r in self.db.execute(q + " ORDER BY c.seq", args)]
+        return [cast(CandidateRow, dict(r)) for r in self.db.execute(q + " ORDER BY c.seq", args)]
 
-    def candidate_by_hash(self, problem_id: str, code_hash: str) -> dict[str, Any] | None:
+    def candidate_by_hash(self, problem_id: str, code_hash: str) -> CandidateRecord | None:
+        """The first candidate of a problem with this code hash (the engine's dedup)."""
         row = self.db.execute("SELECT * FROM candidates WHERE problem_id = ? AND code_hash = ? ORDER BY seq LIMIT 1",
                               (problem_id, code_hash)).fetchone()
-        return dict(row) if row else None
+        return cast(CandidateRecord, dict(row)) if row else None
 
-    def candidate(self, candidate_id: str) -> dict[str, Any] | None:
+    def candidate(self, candidate_id: str) -> CandidateRecord | None:
         row = self.db.execute("SELECT * FROM candidates WHERE id = ?", (candidate_id,)).fetchone()
-        return dict(row) if row else None
+        return cast(CandidateRecord, dict(row)) if row else None
 
     def proposal_params(self, candidate_ids: list[str]) -> dict[str, dict[str, Any]]:
         """The params of the proposal behind each candidate, without the code they may carry (parents,
@@ -254,8 +300,8 @@ class RunReader:
         return [json.loads(r[0]) | {"candidate_id": r[1]}
                 for r in self.db.execute("SELECT result, candidate_id FROM results ORDER BY seq")]
 
-    def proposals(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.db.execute("SELECT * FROM proposals ORDER BY seq")]
+    def proposals(self) -> list[ProposalRow]:
+        return [cast(ProposalRow, dict(r)) for r in self.db.execute("SELECT * FROM proposals ORDER BY seq")]
 
     def events(self, after_seq: int = 0, limit: int = -1, types: tuple[str, ...] = ()) -> list[dict[str, Any]]:
         """Events after ``after_seq`` in order (at most ``limit``; only ``types`` if given), each with its ``seq``."""
