@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from kforge import fmt
+from kforge.store import RunReader
 from kforge.tui.model import RunPoller, RunState
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,3 +145,7 @@ def test_ctrl_c_then_resume_every_view_reports_the_same_numbers(tmp_path: Path) 
         assert table[pid]["best speedup"] == fmt.speedup(p["best_speedup"]) == cells["eager"]
     assert by_id["relu"]["tried"] == 2 and by_id["relu"]["correct"] == 1
     assert by_id["softmax"]["tried"] == 1 and by_id["softmax"]["correct"] == 1
+    # the resumed engine knew each problem's best from the store: one best_improved per problem, not two
+    with RunReader(run_dir) as store:
+        improved = [e["problem"] for e in store.events(types=("best_improved",))]
+    assert sorted(improved) == ["relu", "softmax"]

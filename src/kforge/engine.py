@@ -19,7 +19,7 @@ from typing import Any
 import kforge
 from kforge import events as E
 from kforge.api import Candidate, Generation, Proposal, Retime, RunContext, code_hash
-from kforge.metrics import retime_verdict, summarise
+from kforge.metrics import ProblemSummary, problem_summaries, result_record, retime_verdict, summarise
 from kforge.options import OptionSet, RecipeError
 from kforge.plugins import Registry, describe_plugins, get_registry
 from kforge.problems import Problem, select
@@ -134,7 +134,7 @@ class Engine:
         self.shape_name = "small"
         self._metrics_last: Any = None
         self._metrics_at = float("-inf")
-        self.best: dict[str, float] = {}
+        self.progress: dict[str, ProblemSummary] = {}  # each problem's summary so far (for best_improved)
         self.n_candidates = 0
         self._cand_seq = 0
         self._held: list[dict[str, Any]] = []
@@ -302,10 +302,7 @@ class Engine:
         cands = self.store.candidates()
         self._cand_seq = max((int(c["id"][1:]) for c in cands if c["id"][1:].isdigit()), default=0)
         results = self.store.results()
-        for r in results:
-            s = r.get("speedup")
-            if s is not None and s > self.best.get(r["problem_id"], 0.0):
-                self.best[r["problem_id"]] = s
+        self.progress = problem_summaries(results, self.problem_ids)
         proposals = {p["id"]: p for p in self.store.proposals()}
 
         def as_proposal(row: ProposalRow) -> Proposal:
@@ -542,10 +539,9 @@ class Engine:
                          cv=(result.timing or {}).get("cv"), n=(result.timing or {}).get("n"),
                          flags=result.flags, shape=result.shape_name,
                          **{k: proposal.params[k] for k in RESULT_WHERE if k in proposal.params}))
-        s = result.speedup
-        if s is not None and s > self.best.get(cand.problem_id, 0.0):
-            self.best[cand.problem_id] = s
-            self.emit(E.make(E.BEST_IMPROVED, problem=cand.problem_id, candidate=cand.id, speedup=s))
+        st = self.progress.setdefault(cand.problem_id, ProblemSummary(cand.problem_id))
+        if st.add_result(**result_record(data)):
+            self.emit(E.make(E.BEST_IMPROVED, problem=cand.problem_id, candidate=cand.id, speedup=result.speedup))
         if result.status == P.INFRA_ERROR:
             self.emit(E.make(E.ERROR, problem=cand.problem_id, candidate=cand.id, message=result.error))
         self.search.tell(cand, proposal, result)

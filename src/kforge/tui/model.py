@@ -21,7 +21,7 @@ from rich.text import Text
 
 from kforge import fmt
 from kforge.metrics import ProblemSummary, event_record, retime_record, run_figures_of
-from kforge.store import CandidateInfo, RunReader, is_run_dir
+from kforge.store import CandidateInfo, ProblemRow, RunReader, is_run_dir
 
 STATUS_STYLE = {"correct": "green", "incorrect": "red", "compile_error": "yellow", "runtime_error": "magenta",
                 "timeout": "magenta", "rejected": "bold red", "infra_error": "white on red", "judging": "cyan",
@@ -43,7 +43,7 @@ class Batch:
 
     events: list[dict[str, Any]]
     candidates: dict[str, CandidateInfo]  # metadata of the candidates the events name
-    problems: list[Any]  # the store's ProblemRows
+    problems: list[ProblemRow]
     usage: dict[str, Any]
     meta: dict[str, Any]  # status, elapsed_s, recipe (first read), summary
     last_seq: int
@@ -69,7 +69,7 @@ class RunPoller:
         keys = ("status", "elapsed_s", "summary", "name") + (("recipe", "started") if self._first else ())
         meta = self.store.metas(keys)
         self._first = False
-        return Batch(events=events, candidates=self.store.candidate_infos(ids), problems=list(self.store.problems()),
+        return Batch(events=events, candidates=self.store.candidate_infos(ids), problems=self.store.problems(),
                      usage=dict(self.store.usage()), meta=meta, last_seq=self.seq, read_at=time.monotonic())
 
     def close(self) -> None:
@@ -179,7 +179,7 @@ class RunState:
             self.started = float(meta["started"])
         for p in batch.problems:
             st = self._problem(p["id"], ch)
-            if p.get("name") and st.name != p["name"]:
+            if p["name"] and st.name != p["name"]:
                 st.name = p["name"]
         for e in batch.events:
             self._event(e, batch.candidates, ch)
