@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kforge import fmt
 from kforge.options import RecipeError
 from kforge.runtime.meta import device_figures, strip_metadata
 
@@ -171,14 +172,14 @@ def format_feedback(feedback: dict[str, Any] | str | None, max_chars: int = 4000
     if time_ms is not None or base_ms is not None:
         parts = []
         if time_ms is not None:
-            parts.append(f"candidate {_num(time_ms)} ms")
+            parts.append(f"candidate {fmt.number(time_ms)} ms")
         if base_ms is not None:
-            parts.append(f"PyTorch eager {_num(base_ms)} ms")
+            parts.append(f"PyTorch eager {fmt.number(base_ms)} ms")
         lines.append("- timing (median): " + ", ".join(parts))
     if speedup is not None:
-        lines.append(f"- speedup over PyTorch eager: {_num(speedup)}x")
+        lines.append(f"- speedup over PyTorch eager: {fmt.number(speedup)}x")
     if roofline is not None:
-        lines.append(f"- roofline fraction: {_num(roofline)} (1.0 is the device's speed of light for this problem)")
+        lines.append(f"- roofline fraction: {fmt.number(roofline)} (1.0 is the device's speed of light for this problem)")
     for key in sorted(fb):
         value = fb[key]
         if value is None or value == "":
@@ -186,10 +187,6 @@ def format_feedback(feedback: dict[str, Any] | str | None, max_chars: int = 4000
         text = value if isinstance(value, str) else json.dumps(value, default=str)
         lines.append(f"- {key}: {_cut(text, max_chars)}")
     return "\n".join(lines)
-
-
-def _num(x: Any) -> str:
-    return f"{x:.4g}" if isinstance(x, float) else str(x)
 
 
 def _cut(text: str, max_chars: int) -> str:
@@ -354,7 +351,7 @@ def _inspirations_text(inspirations: Any, max_programs: int = 4) -> str:
         if not code:
             continue
         s = insp.get("speedup")
-        label = f"speedup {s:.2f}x" if isinstance(s, (int, float)) else "not yet correct"
+        label = f"speedup {fmt.speedup(s)}" if isinstance(s, (int, float)) else "not yet correct"
         parts.append(f"Program ({label}):\n\n```python\n{_source(code)}```")
     return "\n\n".join(parts)
 
