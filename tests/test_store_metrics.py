@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kforge.metrics import FAST_P, best_per_problem, fast_p, geomean, pass_at_k, summarise_run
+from kforge.metrics import FAST_P, fast_p, geomean, pass_at_k, summarise_run
 from kforge.store import DB_NAME, SCHEMA_VERSION, Store
 
 
@@ -139,12 +139,24 @@ def _r(pid: str, status: str, speedup: float | None = None, cid: str | None = No
     return {"problem_id": pid, "status": status, "speedup": speedup, "candidate_id": cid}
 
 
+def best_per_problem(results: list[dict[str, object]]) -> dict[str, dict[str, object]]:
+    return summarise_run(results, list(dict.fromkeys(str(r["problem_id"]) for r in results)))["best"]
+
+
 def test_best_per_problem_prefers_the_fastest_correct() -> None:
     results = [_r("a", "incorrect", None, "c1"), _r("a", "correct", 1.2, "c2"), _r("a", "correct", 0.9, "c3"),
                _r("a", "incorrect", 5.0, "c4"), _r("b", "timeout", None, "c5")]
     best = best_per_problem(results)
-    assert best["a"]["candidate_id"] == "c2"
+    assert best["a"]["candidate"] == "c2"
     assert best["b"]["status"] == "timeout"  # no correct one: a failure is kept to show
+
+
+def test_a_correct_result_without_a_timing_solves_its_problem() -> None:
+    """Before, a correct but untimed result after a failure left the problem unsolved in the summary
+    while the report counted it solved."""
+    s = summarise_run([_r("a", "incorrect", None, "c1"), _r("a", "correct", None, "c2")], ["a"])
+    assert s["problems_solved"] == 1 and s["best"]["a"] == {"candidate": "c2", "status": "correct", "speedup": None}
+    assert s["geomean_speedup"] is None
 
 
 def test_fast_p_denominator_is_all_problems_and_threshold_is_strict() -> None:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from kforge.options import Option
+from kforge.options import Option, Options
 
 if TYPE_CHECKING:
     from kforge.problems import Problem
@@ -138,7 +138,9 @@ class Plugin:
     options: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self, **options: Any) -> None:
-        self.config = options
+        # the resolved options, each declared one with its value or its declared default
+        self.opts = Options(f"{self.__class__.__name__} ({self.name or 'plugin'})", self.options, options)
+        self.config = dict(self.opts)  # the same, as a plain dict (what a recipe's --dry-run plan shows)
 
 
 class Backend(Plugin):

@@ -143,11 +143,12 @@ def _execute(engine: Any, as_json: bool) -> int:
     if as_json:
         engine.bus.subscribe(JsonLines())
     live = None
+    resumed_from = engine.run_dir if engine.resume else None  # the table starts from what the store holds
     if not as_json and console.is_terminal:
-        live = LiveTable(engine.problem_ids, console, f"kforge: {engine.recipe.name}")
+        live = LiveTable(engine.problem_ids, console, f"kforge: {engine.recipe.name}", resumed_from)
         engine.bus.subscribe(live)
     elif not as_json:
-        engine.bus.subscribe(PlainLines(console, engine.problem_ids, f"kforge: {engine.recipe.name}"))
+        engine.bus.subscribe(PlainLines(console, engine.problem_ids, f"kforge: {engine.recipe.name}", resumed_from))
         engine.bus.subscribe(lambda e: e["event"] == "run_started" and console.print(
             f"run directory: {e['run_dir']}", markup=False))
 
@@ -253,7 +254,8 @@ def eval_cmd(candidate: Path, problem_ref: str, backend: str, shape: str, device
 
 
 def _print_result(result: Any) -> None:
-    from kforge.output import STATUS_STYLE, fmt_speedup
+    from kforge import fmt
+    from kforge.output import STATUS_STYLE
 
     console = _stderr_console()
     style = STATUS_STYLE.get(result.status, "")
@@ -262,9 +264,9 @@ def _print_result(result: Any) -> None:
         console.print(f"  [{result.guard}] {result.error}", markup=False)
     if result.timing:
         base = result.baseline_eager or {}
-        console.print(f"  candidate {result.timing['median_ms']:.4f} ms (p20 {result.timing['p20_ms']:.4f}, "
-                      f"p80 {result.timing['p80_ms']:.4f}, n={result.timing['n']}), eager "
-                      f"{base.get('median_ms', float('nan')):.4f} ms: speedup {fmt_speedup(result.speedup_vs_eager)}")
+        console.print(f"  candidate {fmt.ms(result.timing['median_ms'])} ms (p20 {fmt.ms(result.timing['p20_ms'])}, "
+                      f"p80 {fmt.ms(result.timing['p80_ms'])}, n={result.timing['n']}), eager "
+                      f"{fmt.ms(base.get('median_ms'))} ms: speedup {fmt.speedup(result.speedup_vs_eager)}")
         console.print(f"  timing: {result.timing_method}", markup=False)
     if result.log_tail:
         console.print("  candidate output (tail):", markup=False)

@@ -19,13 +19,13 @@ from typing import Any
 import kforge
 from kforge import events as E
 from kforge.api import Candidate, Generation, Proposal, Retime, RunContext, code_hash
-from kforge.metrics import retime_verdict, summarise_run
+from kforge.metrics import ProblemSummary, problem_summaries, result_record, retime_verdict, summarise
 from kforge.options import OptionSet, RecipeError
 from kforge.plugins import Registry, describe_plugins, get_registry
 from kforge.problems import Problem, select
 from kforge.recipe import Recipe
 from kforge.runtime import protocol as P
-from kforge.store import Store
+from kforge.store import ProposalRow, Store
 
 
 class InfrastructureError(Exception):
@@ -99,14 +99,6 @@ def build_request(problem: Problem, code: str, request_id: str, backend: Any, sh
         heldout=list(problem.shapes.get("heldout") or []) if ev["heldout"] and shape_name == "main" else [])
 
 
-# What the engine keeps in memory per result (the rest is in the store): enough for the summary.
-SUMMARY_FIELDS = ("candidate_id", "problem_id", "status", "speedup")
-
-
-def _summary_fields(result: dict[str, Any]) -> dict[str, Any]:
-    return {k: result.get(k) for k in SUMMARY_FIELDS}
-
-
 class Engine:
     def __init__(self, recipe: Recipe, run_dir: Path | None = None, registry: Registry | None = None,
                  resume: bool = False) -> None:
@@ -140,11 +132,9 @@ class Engine:
                               recipe=recipe.to_dict(), run_dir=self.run_dir)
         self.ctx.generator = self.generator
         self.shape_name = "small"
-        self.results: list[dict[str, Any]] = []
-        self.retimes: list[dict[str, Any]] = []  # finished re-timings, as the store's rows
         self._metrics_last: Any = None
         self._metrics_at = float("-inf")
-        self.best: dict[str, float] = {}
+        self.progress: dict[str, ProblemSummary] = {}  # each problem's summary so far (for best_improved)
         self.n_candidates = 0
         self._cand_seq = 0
         self._held: list[dict[str, Any]] = []
@@ -180,7 +170,7 @@ class Engine:
 
     def emit(self, event: dict[str, Any]) -> None:
         self.store.add_event(event)
-        if self.store.db.in_transaction:
+        if self.store.in_transaction:
             self._held.append(event)  # shown once committed: nothing is shown that a crash could lose
         else:
             self.bus.emit(event)
@@ -252,8 +242,7 @@ class Engine:
             if sys.exc_info()[0] is not None:  # the run failed: still close what holds files
                 self.store.set_meta("status", "failed")
                 self._close_loggers()
-        summary = summarise_run(self.results, self.problem_ids, self.retimes)
-        self._where_of_best(summary["best"])
+        summary, _ = summarise(self.store)  # the run's one summary, from its store (a resumed run's too)
         metrics = self._search_metrics(force=True)
         if metrics:
             summary["search"] = metrics
@@ -312,25 +301,21 @@ class Engine:
             self.search.load_state_dict(state)
         cands = self.store.candidates()
         self._cand_seq = max((int(c["id"][1:]) for c in cands if c["id"][1:].isdigit()), default=0)
-        self.results = [_summary_fields(r) for r in self.store.results()]
-        for r in self.results:
-            s = r.get("speedup")
-            if s is not None and s > self.best.get(r["problem_id"], 0.0):
-                self.best[r["problem_id"]] = s
+        results = self.store.results()
+        self.progress = problem_summaries(results, self.problem_ids)
         proposals = {p["id"]: p for p in self.store.proposals()}
 
-        def as_proposal(row: dict[str, Any]) -> Proposal:
+        def as_proposal(row: ProposalRow) -> Proposal:
             return Proposal(id=row["id"], problem_id=row["problem_id"], step=row["step"], seed=row["seed"],
                             parent_id=row["parent_id"], params=json.loads(row["params"] or "{}"))
 
         regenerate = [as_proposal(p) for p in proposals.values() if p["outcome"] is None]
         reevaluate = [(Candidate(id=c["id"], problem_id=c["problem_id"], proposal_id=c["proposal_id"], code=c["code"],
-                                 code_hash=c["code_hash"], generator=c["generator"], label=c["label"],
+                                 code_hash=c["code_hash"], generator=c["generator"] or "", label=c["label"],
                                  parent_id=c["parent_id"]), as_proposal(proposals[c["proposal_id"]]))
                       for c in cands if c["status"] is None and c["proposal_id"] in proposals]
         self.n_candidates = len(cands) + len(regenerate)
         retimes = self.store.retimes()
-        self.retimes = [r for r in retimes if r["status"] is not None]
         redo = [Retime(id=r["id"], problem_id=r["problem_id"], candidate_id=r["candidate_id"],
                        first_speedup=r["first_speedup"], trials=r["trials"]) for r in retimes if r["status"] is None]
         if regenerate:
@@ -339,7 +324,7 @@ class Engine:
             self._spawn(self._evaluate(cand, prop), ("eval", cand))
         for rt in redo:
             self._spawn(self._retime(rt), ("retime", rt))
-        self.emit(E.make(E.BUDGET, message=f"resumed: {len(self.results)} results kept, {len(reevaluate)} "
+        self.emit(E.make(E.BUDGET, message=f"resumed: {len(results)} results kept, {len(reevaluate)} "
                          f"evaluations, {len(regenerate)} generations and {len(redo)} re-timings to redo",
                          reason="resumed"))
 
@@ -462,9 +447,6 @@ class Engine:
         data = result.to_dict()
         data["candidate_id"] = rt.candidate_id
         self.store.set_retime_result(rt.id, data, verdict)
-        self.retimes.append({"id": rt.id, "candidate_id": rt.candidate_id, "problem_id": rt.problem_id,
-                             "first_speedup": rt.first_speedup, "trials": rt.trials, "status": result.status,
-                             "speedup": result.speedup, "verdict": verdict, "result": data})
         self.emit(E.make(E.RETIME, problem=rt.problem_id, candidate=rt.candidate_id, retime=rt.id,
                          status=result.status, verdict=verdict, speedup=result.speedup,
                          first_speedup=rt.first_speedup, time_ms=(result.timing or {}).get("median_ms"),
@@ -491,14 +473,6 @@ class Engine:
             self.emit(E.make(E.SEARCH, search=self.search.name, metrics=metrics))
         return metrics
 
-    def _where_of_best(self, best: dict[str, dict[str, Any]]) -> None:
-        """Add the island and generation (as the search put them in the proposal) of each problem's best."""
-        params = self.store.proposal_params([b["candidate"] for b in best.values() if b.get("candidate")])
-        for b in best.values():
-            for key in RESULT_WHERE:
-                if key in params.get(b.get("candidate") or "", {}):
-                    b[key] = params[b["candidate"]][key]
-
     def _accept(self, proposal: Proposal, gen: Generation) -> bool:
         """Record a generation and submit it; False if nothing was submitted."""
         paid: dict[str, Any] = {"tokens_in": gen.tokens_in, "tokens_out": gen.tokens_out, "cost_usd": gen.cost_usd}
@@ -521,7 +495,7 @@ class Engine:
             self.emit(E.make(E.CANDIDATE, candidate=dup["id"], problem=proposal.problem_id, label=gen.label,
                              generator=gen.generator, proposal=proposal.id, duplicate=True))
             original = Candidate(id=dup["id"], problem_id=dup["problem_id"], proposal_id=dup["proposal_id"],
-                                 code=dup["code"], code_hash=dup["code_hash"], generator=dup["generator"],
+                                 code=dup["code"], code_hash=dup["code_hash"], generator=dup["generator"] or "",
                                  label=dup["label"], parent_id=dup["parent_id"])
             self.search.tell(original, proposal, None)  # a duplicate: never judged twice
             self.store.set_state("search", self.search.state_dict())
@@ -555,7 +529,6 @@ class Engine:
         data = result.to_dict()
         data["candidate_id"] = cand.id
         self.store.add_result(cand.id, data)
-        self.results.append(_summary_fields(data))
         self.emit(E.make(E.RESULT, problem=cand.problem_id, candidate=cand.id, label=cand.label,
                          status=result.status, speedup=result.speedup, device=result.device,
                          device_kind=result.device_kind, guard=result.guard, error=result.error,
@@ -566,10 +539,9 @@ class Engine:
                          cv=(result.timing or {}).get("cv"), n=(result.timing or {}).get("n"),
                          flags=result.flags, shape=result.shape_name,
                          **{k: proposal.params[k] for k in RESULT_WHERE if k in proposal.params}))
-        s = result.speedup
-        if s is not None and s > self.best.get(cand.problem_id, 0.0):
-            self.best[cand.problem_id] = s
-            self.emit(E.make(E.BEST_IMPROVED, problem=cand.problem_id, candidate=cand.id, speedup=s))
+        st = self.progress.setdefault(cand.problem_id, ProblemSummary(cand.problem_id))
+        if st.add_result(**result_record(data)):
+            self.emit(E.make(E.BEST_IMPROVED, problem=cand.problem_id, candidate=cand.id, speedup=result.speedup))
         if result.status == P.INFRA_ERROR:
             self.emit(E.make(E.ERROR, problem=cand.problem_id, candidate=cand.id, message=result.error))
         self.search.tell(cand, proposal, result)

@@ -7,6 +7,7 @@ message naming the key path and what is allowed, and ``kforge plugins`` can list
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +101,48 @@ class OptionSet:
             else:
                 resolved[name] = opt.default
         return resolved
+
+
+class Options(Mapping[str, Any]):
+    """A plugin's resolved options, read as attributes (``self.opts.max_tokens``) or by key.
+
+    Every declared option is there: the value given, else the declaration's default, which is the
+    only place a default is written (a plugin never repeats it in ``config.get(key, default)``).
+    The recipe validator has already checked and coerced a recipe's values; a plugin built from
+    Python gets the same defaults. Reading an option that is not declared is an error that names the
+    declared ones."""
+
+    def __init__(self, owner: str, declared: Iterable[Option], given: Mapping[str, Any]) -> None:
+        values = dict(given)
+        self._names: list[str] = []
+        for opt in declared:
+            self._names.append(opt.name)
+            if values.get(opt.name) is None:
+                default = opt.default
+                values[opt.name] = type(default)(default) if isinstance(default, (list, dict)) else default
+        self._owner = owner
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(f"{self._owner} declares no option {name!r}.{_close(name, self._names)} "
+                                 f"Its options: {', '.join(self._names) or '(none)'}.") from None
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Options({self._owner}: {self._values!r})"
 
 
 def _close(word: Any, candidates: Any) -> str:

@@ -16,12 +16,14 @@ import hashlib
 import json
 import re
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kforge import fmt
 from kforge.options import RecipeError
-from kforge.runtime.meta import strip_metadata
+from kforge.runtime.meta import device_figures, strip_metadata
 
 if TYPE_CHECKING:
     from kforge.api import Backend
@@ -29,31 +31,6 @@ if TYPE_CHECKING:
 
 SECTIONS = ("system", "user", "problem", "backend", "example", "device", "parent", "second_parent", "history",
             "feedback", "inspirations", "rules", "task")
-
-# Dense (no sparsity) figures from NVIDIA's datasheets. Matched against the device name that torch
-# reports, most specific first.
-DEVICE_SPECS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("h200 nvl", {"label": "H200 NVL", "memory_bandwidth_gbs": 4800, "fp32_tflops": 60, "tf32_tflops": 417,
-                  "bf16_tflops": 835, "fp8_tflops": 1670, "l2_mb": 50, "memory_gb": 141}),
-    ("h200", {"label": "H200 SXM", "memory_bandwidth_gbs": 4800, "fp32_tflops": 67, "tf32_tflops": 495,
-              "bf16_tflops": 989, "fp8_tflops": 1979, "l2_mb": 50, "memory_gb": 141}),
-    ("h100 nvl", {"label": "H100 NVL", "memory_bandwidth_gbs": 3900, "fp32_tflops": 60, "tf32_tflops": 417,
-                  "bf16_tflops": 835, "fp8_tflops": 1670, "l2_mb": 50, "memory_gb": 94}),
-    ("h100 pcie", {"label": "H100 PCIe", "memory_bandwidth_gbs": 2000, "fp32_tflops": 51, "tf32_tflops": 378,
-                   "bf16_tflops": 756, "fp8_tflops": 1513, "l2_mb": 50, "memory_gb": 80}),
-    ("h100", {"label": "H100 SXM", "memory_bandwidth_gbs": 3350, "fp32_tflops": 67, "tf32_tflops": 495,
-              "bf16_tflops": 989, "fp8_tflops": 1979, "l2_mb": 50, "memory_gb": 80}),
-    ("a100 80gb pcie", {"label": "A100 80GB PCIe", "memory_bandwidth_gbs": 1935, "fp32_tflops": 19.5,
-                        "tf32_tflops": 156, "bf16_tflops": 312, "l2_mb": 40, "memory_gb": 80}),
-    ("a100-pcie", {"label": "A100 40GB PCIe", "memory_bandwidth_gbs": 1555, "fp32_tflops": 19.5,
-                   "tf32_tflops": 156, "bf16_tflops": 312, "l2_mb": 40, "memory_gb": 40}),
-    ("a100-sxm4-40gb", {"label": "A100 40GB SXM", "memory_bandwidth_gbs": 1555, "fp32_tflops": 19.5,
-                        "tf32_tflops": 156, "bf16_tflops": 312, "l2_mb": 40, "memory_gb": 40}),
-    ("a100", {"label": "A100 80GB SXM", "memory_bandwidth_gbs": 2039, "fp32_tflops": 19.5, "tf32_tflops": 156,
-              "bf16_tflops": 312, "l2_mb": 40, "memory_gb": 80}),
-    ("l40s", {"label": "L40S", "memory_bandwidth_gbs": 864, "fp32_tflops": 91.6, "tf32_tflops": 183,
-              "bf16_tflops": 362, "fp8_tflops": 733, "l2_mb": 96, "memory_gb": 48}),
-)
 
 PLACEHOLDERS: dict[str, str] = {
     # values, usable in every template
@@ -142,21 +119,10 @@ _VALUE_KEYS = ("problem_id", "problem_name", "problem_source", "problem_dtype", 
                "parent_code", "feedback_text", "second_parent_code", "history_text", "inspirations_text")
 
 
-def device_specs(name: str | None) -> dict[str, Any] | None:
-    """Datasheet figures for a device name as torch reports it ('NVIDIA H100 80GB HBM3'), if known."""
-    if not name:
-        return None
-    low = name.lower().replace("_", " ")
-    for key, spec in DEVICE_SPECS:
-        if key in low or key.replace(" ", "-") in low:
-            return dict(spec)
-    return None
-
-
 def _device_values(device: dict[str, Any], override: str | None) -> tuple[str, str]:
     name = override or device.get("device")
     kind = device.get("device_kind")
-    spec = device_specs(name)
+    spec = device_figures(name)
     if not name or kind == "cpu" and not override:
         label = "an NVIDIA GPU (this run judges candidates on the CPU, where timings are not GPU timings)" \
             if kind == "cpu" else "an NVIDIA GPU"
@@ -171,14 +137,12 @@ def _device_values(device: dict[str, Any], override: str | None) -> tuple[str, s
         text += f" ({', '.join(facts)})"
     if spec is None:
         return text, ""
-    parts = [f"memory bandwidth about {spec['memory_bandwidth_gbs']:g} GB/s",
-             f"peak about {spec['fp32_tflops']:g} TFLOP/s FP32"]
-    if spec.get("tf32_tflops"):
-        parts.append(f"{spec['tf32_tflops']:g} TFLOP/s TF32 tensor core")
-    parts.append(f"{spec['bf16_tflops']:g} TFLOP/s BF16/FP16 tensor core (dense)")
-    if spec.get("l2_mb"):
-        parts.append(f"{spec['l2_mb']:g} MB L2")
-    return text, f" Datasheet figures ({spec['label']}): " + ", ".join(parts) + "."
+    parts = [f"memory bandwidth about {spec.memory_bandwidth_gbs:g} GB/s",
+             f"peak about {spec.fp32_tflops:g} TFLOP/s FP32", f"{spec.tf32_tflops:g} TFLOP/s TF32 tensor core",
+             f"{spec.bf16_tflops:g} TFLOP/s BF16/FP16 tensor core (dense)", f"{spec.l2_mb:g} MB L2"]
+    if not (device.get("sm_count") and not override):
+        parts.append(f"{spec.sm_count} SMs")
+    return text, f" Datasheet figures ({spec.label}): " + ", ".join(parts) + "."
 
 
 def format_feedback(feedback: dict[str, Any] | str | None, max_chars: int = 4000) -> str:
@@ -208,14 +172,14 @@ def format_feedback(feedback: dict[str, Any] | str | None, max_chars: int = 4000
     if time_ms is not None or base_ms is not None:
         parts = []
         if time_ms is not None:
-            parts.append(f"candidate {_num(time_ms)} ms")
+            parts.append(f"candidate {fmt.number(time_ms)} ms")
         if base_ms is not None:
-            parts.append(f"PyTorch eager {_num(base_ms)} ms")
+            parts.append(f"PyTorch eager {fmt.number(base_ms)} ms")
         lines.append("- timing (median): " + ", ".join(parts))
     if speedup is not None:
-        lines.append(f"- speedup over PyTorch eager: {_num(speedup)}x")
+        lines.append(f"- speedup over PyTorch eager: {fmt.number(speedup)}x")
     if roofline is not None:
-        lines.append(f"- roofline fraction: {_num(roofline)} (1.0 is the device's speed of light for this problem)")
+        lines.append(f"- roofline fraction: {fmt.number(roofline)} (1.0 is the device's speed of light for this problem)")
     for key in sorted(fb):
         value = fb[key]
         if value is None or value == "":
@@ -223,10 +187,6 @@ def format_feedback(feedback: dict[str, Any] | str | None, max_chars: int = 4000
         text = value if isinstance(value, str) else json.dumps(value, default=str)
         lines.append(f"- {key}: {_cut(text, max_chars)}")
     return "\n".join(lines)
-
-
-def _num(x: Any) -> str:
-    return f"{x:.4g}" if isinstance(x, float) else str(x)
 
 
 def _cut(text: str, max_chars: int) -> str:
@@ -274,7 +234,7 @@ class PromptSettings:
     feedback_max_chars: int = 4000
 
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> PromptSettings:
+    def from_options(cls, options: Mapping[str, Any]) -> PromptSettings:
         """Read template files named by generator options (``template_dir``, ``system_prompt``,
         ``user_template``); a missing file or an unknown section is a RecipeError."""
         templates: dict[str, str] = {}
@@ -302,11 +262,9 @@ class PromptSettings:
                     raise RecipeError(f"generator.{option} {p} does not exist")
                 templates[section] = p.read_text()
                 files[section] = str(p)
-        settings = cls(templates=templates, template_files=files,
-                       example=str(options.get("example") or "other"),
-                       edit_format=str(options.get("edit_format") or "full"),
-                       device=options.get("device"),
-                       feedback_max_chars=int(options.get("feedback_max_chars") or 4000))
+        given = {k: options[k] for k in ("example", "edit_format", "device", "feedback_max_chars")
+                 if options.get(k) is not None}  # a generator passes its resolved options: every one is there
+        settings = cls(templates=templates, template_files=files, **given)
         settings.check()
         return settings
 
@@ -393,7 +351,7 @@ def _inspirations_text(inspirations: Any, max_programs: int = 4) -> str:
         if not code:
             continue
         s = insp.get("speedup")
-        label = f"speedup {s:.2f}x" if isinstance(s, (int, float)) else "not yet correct"
+        label = f"speedup {fmt.speedup(s)}" if isinstance(s, (int, float)) else "not yet correct"
         parts.append(f"Program ({label}):\n\n```python\n{_source(code)}```")
     return "\n\n".join(parts)
 

@@ -13,13 +13,12 @@ import datetime as _dt
 import html
 import json
 import math
-import sqlite3
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kforge.metrics import FAST_P, apply_retimes, geomean, summarise_run
-from kforge.store import DB_NAME, Store
+from kforge import fmt
+from kforge.metrics import run_figures_of, summarise
+from kforge.store import RunReader, Usage
 
 PLOTS = ("fast_p", "best_over_time", "speedup_distribution")
 PLOT_TITLES = {
@@ -29,159 +28,7 @@ PLOT_TITLES = {
 }
 
 
-class ReadOnlyStore(Store):
-    """A :class:`Store` opened read-only: the same queries, and no write can take a lock.
-
-    SQLite's WAL mode lets this reader look at a run while the engine writes it; each query is its own
-    short read transaction (autocommit), so the reader never holds a snapshot that blocks the writer.
-    """
-
-    def __init__(self, run_dir: str | Path) -> None:  # noqa: D107 - replaces Store.__init__ on purpose
-        self.run_dir = Path(run_dir)
-        path = self.run_dir / DB_NAME
-        if not path.is_file():
-            raise FileNotFoundError(f"{self.run_dir} is not a kforge run directory (no {DB_NAME})")
-        self.db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10,
-                                  isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-
-    def metas(self) -> dict[str, Any]:
-        return {r[0]: json.loads(r[1]) for r in self.db.execute("SELECT key, value FROM meta")}
-
-
-def open_run(run_dir: str | Path) -> ReadOnlyStore:
-    return ReadOnlyStore(run_dir)
-
-
-def is_run_dir(path: str | Path) -> bool:
-    return (Path(path) / DB_NAME).is_file()
-
-
-def fmt_x(s: float | None) -> str:
-    """A speedup as text: two significant digits under 0.1x (CPU runs), two decimals under 10x, one above."""
-    if s is None:
-        return "-"
-    if s < 0.1:
-        return f"{s:.2g}x"
-    return f"{s:.2f}x" if s < 10 else f"{s:.1f}x"
-
-
-def fmt_pct(f: float | None) -> str:
-    return "-" if f is None else f"{100 * f:.0f}%"
-
-
-def fmt_s(s: float | None) -> str:
-    if s is None:
-        return "-"
-    if s < 60:
-        return f"{s:.1f}s"
-    if s < 3600:
-        return f"{int(s // 60)}m{int(s % 60):02d}s"
-    return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
-
-
-@dataclass
-class ProblemStats:
-    """What the run knows about one problem, built one result at a time (the dashboard's rows and the
-    report's table use the same rules as :func:`kforge.metrics.best_per_problem`). Once the search
-    re-timed a winner (:meth:`add_retime`), the ``best_*`` figures are the reported, re-timed ones
-    (:func:`kforge.metrics.apply_retimes`); ``first_speedup`` keeps the first judgings' best."""
-
-    id: str
-    name: str = ""
-    tried: int = 0  # judged (or statically rejected) candidates
-    correct: int = 0
-    in_flight: int = 0  # accepted candidates without a result yet
-    best_speedup: float | None = None  # highest speedup vs eager of a correct candidate
-    best_candidate: str | None = None
-    best_vs_compile: float | None = None  # highest speedup vs torch.compile of a correct candidate
-    best_roofline: float | None = None  # the roofline fraction of the best (vs eager) candidate
-    best_time_ms: float | None = None
-    baseline_ms: float | None = None
-    first_correct_s: float | None = None  # seconds from the run's start to its first correct result
-    last_status: str | None = None
-    statuses: dict[str, int] = field(default_factory=dict)
-    curve: list[tuple[float, float]] = field(default_factory=list)  # (seconds, best) at each improvement
-    history: list[float] = field(default_factory=list)  # best so far after each result (0: none yet)
-    first_speedup: float | None = None  # the first judgings' best speedup vs eager
-    first: dict[str, Any] = field(default_factory=dict)  # that candidate's figures
-    retimes: list[dict[str, Any]] = field(default_factory=list)  # re-timings of winners, as the store's rows
-    retime: dict[str, Any] | None = None  # what apply_retimes reports for the problem (None: no re-timing)
-
-    def add_result(self, *, candidate: str, status: str, speedup: float | None = None,
-                   vs_compile: float | None = None, roofline: float | None = None, time_ms: float | None = None,
-                   baseline_ms: float | None = None, t: float | None = None) -> bool:
-        """Count one result; True when it is the problem's new best."""
-        self.tried += 1
-        self.last_status = status
-        self.statuses[status] = self.statuses.get(status, 0) + 1
-        improved = False
-        if status == "correct":
-            self.correct += 1
-            if self.first_correct_s is None and t is not None:
-                self.first_correct_s = t
-            if vs_compile is not None and (self.best_vs_compile is None or vs_compile > self.best_vs_compile):
-                self.best_vs_compile = vs_compile
-            if speedup is not None and (self.first_speedup is None or speedup > self.first_speedup):
-                self.first_speedup = speedup
-                self.first = {"candidate": candidate, "roofline": roofline, "time_ms": time_ms,
-                              "baseline_ms": baseline_ms}
-                self.best_speedup, self.best_candidate = speedup, candidate
-                self.best_roofline, self.best_time_ms, self.baseline_ms = roofline, time_ms, baseline_ms
-                improved = True
-                if t is not None:
-                    self.curve.append((t, speedup))
-                self._report()
-            elif self.best_candidate is None:
-                self.best_candidate = candidate  # solved without a timing: still the problem's best result
-        self.history.append(self.best_speedup or 0.0)
-        return improved
-
-    def add_retime(self, row: dict[str, Any]) -> None:
-        """A finished re-timing: ``candidate_id``, ``verdict``, ``status``, ``speedup``, ``first_speedup``,
-        and for the figures shown ``time_ms``, ``baseline_ms``, ``roofline``."""
-        self.retimes.append({"problem_id": self.id, **row})
-        self._report()
-
-    def _report(self) -> None:
-        if not self.retimes:
-            return
-        first = {"candidate": self.first.get("candidate"), "status": "correct" if self.first else "incorrect",
-                 "speedup": self.first_speedup}
-        rep = apply_retimes({self.id: first}, self.retimes)[self.id]
-        self.retime = rep
-        if not rep.get("retimed"):
-            return
-        pick: dict[str, Any] = next((r for r in reversed(self.retimes) if r["candidate_id"] == rep["candidate"]
-                                     and r["verdict"] == rep["verdict"]), {})
-        self.best_speedup, self.best_candidate = rep["speedup"], rep["candidate"]
-        self.best_time_ms, self.baseline_ms = pick.get("time_ms"), pick.get("baseline_ms")
-        self.best_roofline = pick.get("roofline")
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "tried": self.tried, "correct": self.correct,
-                "best_speedup": self.best_speedup, "best_candidate": self.best_candidate,
-                "best_speedup_vs_compile": self.best_vs_compile, "roofline_fraction": self.best_roofline,
-                "best_time_ms": self.best_time_ms, "baseline_ms": self.baseline_ms,
-                "time_to_first_correct_s": self.first_correct_s, "statuses": dict(self.statuses),
-                "first_speedup": self.first_speedup, "retime": self.retime}
-
-
 # -- figures ----------------------------------------------------------------------------------------
-def _result_times(store: ReadOnlyStore) -> dict[str, float]:
-    """When each candidate's result was recorded: the ``result`` event's time (the store's timeline)."""
-    rows = store.db.execute("SELECT json_extract(data, '$.candidate'), ts FROM events WHERE type = 'result'")
-    return {r[0]: float(r[1]) for r in rows if r[0] is not None}
-
-
-def _started(store: ReadOnlyStore, metas: dict[str, Any]) -> float | None:
-    row = store.db.execute("SELECT ts FROM events WHERE type = 'run_started' ORDER BY seq LIMIT 1").fetchone()
-    if row is not None:
-        return float(row[0])
-    started = metas.get("started")
-    return float(started) if started is not None else None
-
-
 def _provenance(run_dir: Path, metas: dict[str, Any]) -> dict[str, Any]:
     path = run_dir / "provenance.json"
     try:
@@ -201,38 +48,14 @@ def fast_p_curve(best: list[float | None], n_problems: int) -> list[tuple[float,
 def run_figures(run_dir: str | Path) -> dict[str, Any]:
     """Every figure of a run, as plain JSON-ready data (``kforge report --json`` prints this)."""
     run_dir = Path(run_dir)
-    store = open_run(run_dir)
-    try:
+    with RunReader(run_dir) as store:
         metas = store.metas()
         problems = store.problems()
         results = store.results()
-        times = _result_times(store)
-        started = _started(store, metas)
+        started = store.started()
         usage = store.usage()
-        n_candidates = int(store.db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0])
-        retimes = [r for r in store.retimes() if r.get("verdict")]
-        where = store.proposal_params(sorted({r["candidate_id"] for r in results if r.get("candidate_id")}))
-    finally:
-        store.close()
-    problem_ids = [p["id"] for p in problems] or list(dict.fromkeys(r["problem_id"] for r in results))
-    stats = {p["id"]: ProblemStats(p["id"], p.get("name") or "") for p in problems}
-    for r in results:
-        st = stats.setdefault(r["problem_id"], ProblemStats(r["problem_id"]))
-        ts = times.get(r.get("candidate_id") or "")
-        st.add_result(candidate=r.get("candidate_id") or r.get("request_id") or "?", status=r["status"],
-                      speedup=r.get("speedup"), vs_compile=r.get("speedup_vs_compile"),
-                      roofline=r.get("roofline_fraction"), time_ms=(r.get("timing") or {}).get("median_ms"),
-                      baseline_ms=(r.get("baseline_eager") or {}).get("median_ms"),
-                      t=None if ts is None or started is None else max(ts - started, 0.0))
-    for rt in retimes:
-        data = rt.get("result") or {}
-        stats.setdefault(rt["problem_id"], ProblemStats(rt["problem_id"])).add_retime(
-            {"candidate_id": rt["candidate_id"], "verdict": rt["verdict"], "status": rt["status"],
-             "speedup": rt["speedup"], "first_speedup": rt["first_speedup"],
-             "time_ms": (data.get("timing") or {}).get("median_ms"),
-             "baseline_ms": (data.get("baseline_eager") or {}).get("median_ms"),
-             "roofline": data.get("roofline_fraction")})
-    summary = summarise_run(results, problem_ids, retimes)
+        n_candidates = store.counts()["candidates"]
+        summary, stats = summarise(store)  # the run's one summary: the final table and the dashboard agree
     durations: dict[str, float] = {}
     judge_by_kind: dict[str, float] = {}
     devices: dict[str, int] = {}
@@ -257,7 +80,7 @@ def run_figures(run_dir: str | Path) -> dict[str, Any]:
                 "started": started, "started_iso": _iso(started), "wall_s": wall_s,
                 "shape": stored_summary.get("shape") or next((p.get("shape_name") for p in problems), None),
                 "devices": devices, "cpu_timings": "cpu" in device_kinds, "stopped": stored_summary.get("stopped")},
-        "problems": [_with_where(stats[p].as_dict(), where) for p in stats],
+        "problems": [stats[p].as_dict() for p in stats],
         "candidates": n_candidates,
         "results": summary["candidates"],
         "correct": summary["correct"],
@@ -277,20 +100,12 @@ def run_figures(run_dir: str | Path) -> dict[str, Any]:
         "gpu_busy_fraction": stored_summary.get("gpu_busy_fraction", stored_summary.get("judge_busy_fraction")),
         "budget": {k: {"limit": v, "used": _budget_used(k, n_candidates, usage, wall_s)} for k, v in budget.items()},
         "provenance": _provenance(run_dir, metas),
-        "_series": {"curves": {p: st.curve for p, st in stats.items()}, "speedups": speedups,
+        "_series": {"stats": stats, "curves": {p: st.curve for p, st in stats.items()}, "speedups": speedups,
                     "fast_p_curve": fast_p_curve([st.best_speedup for st in stats.values()], len(stats))},
     }
 
 
-def _with_where(problem: dict[str, Any], params: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The island and generation the best was born on, when the search put them in its proposal."""
-    got = params.get(problem.get("best_candidate") or "", {})
-    if "island" in got and "generation" in got:
-        problem.update(island=got["island"], generation=got["generation"])
-    return problem
-
-
-def _budget_used(key: str, n_candidates: int, usage: dict[str, Any], wall_s: float | None) -> float | None:
+def _budget_used(key: str, n_candidates: int, usage: Usage, wall_s: float | None) -> float | None:
     return {"candidates": n_candidates, "tokens": usage.get("tokens"), "usd": usage.get("cost_usd"),
             "wall_clock_s": wall_s}.get(key)
 
@@ -415,22 +230,22 @@ def _headline(f: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [
         ("status", str(run.get("status"))),
         ("started", str(run.get("started_iso") or "-")),
-        ("wall time", fmt_s(run.get("wall_s"))),
+        ("wall time", fmt.seconds(run.get("wall_s"))),
         ("device", ", ".join(f"{d} ({n})" for d, n in run["devices"].items()) or "-"),
         ("shape", str(run.get("shape") or "-")),
         ("problems solved", f"{f['problems_solved']} of {len(f['problems'])}"),
-        ("geomean speedup (best correct per problem)", fmt_x(f["geomean_speedup"])),
-        ("correctness rate", f"{fmt_pct(f['correctness_rate'])} ({f['correct']} of {f['results']} judged)"),
+        ("geomean speedup (best correct per problem)", fmt.speedup(f["geomean_speedup"])),
+        ("correctness rate", f"{fmt.pct(f['correctness_rate'])} ({f['correct']} of {f['results']} judged)"),
         ("candidates", str(f["candidates"])),
         ("tokens", f"{usage['tokens']:,} ({usage['tokens_in']:,} in, {usage['tokens_out']:,} out)"),
         ("generation cost", f"${usage['cost_usd']:.4f}"),
     ]
     if f["gpu_time_s"] or not f["cpu_judge_time_s"]:
-        rows.append(("GPU time (judging)", fmt_s(f["gpu_time_s"])))
+        rows.append(("GPU time (judging)", fmt.seconds(f["gpu_time_s"])))
     if f["cpu_judge_time_s"]:
-        rows.append(("CPU time (judging)", fmt_s(f["cpu_judge_time_s"])))
+        rows.append(("CPU time (judging)", fmt.seconds(f["cpu_judge_time_s"])))
     if f.get("gpu_busy_fraction") is not None:
-        rows.append(("judges busy", fmt_pct(f["gpu_busy_fraction"])))
+        rows.append(("judges busy", fmt.pct(f["gpu_busy_fraction"])))
     if run.get("stopped"):
         rows.append(("stopped", str(run["stopped"])))
     return rows
@@ -447,12 +262,12 @@ def _problem_rows(f: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         head.insert(5, "island/gen")
     rows = []
     for p in f["problems"]:
-        row = [p["id"], fmt_x(p["best_speedup"]), fmt_x(p["best_speedup_vs_compile"]),
-               fmt_pct(p["roofline_fraction"]), p["best_candidate"] or "-", _ms(p["best_time_ms"]),
-               _ms(p["baseline_ms"]), str(p["tried"]), str(p["correct"]), fmt_s(p["time_to_first_correct_s"])]
+        row = [p["id"], fmt.speedup(p["best_speedup"]), fmt.speedup(p["best_speedup_vs_compile"]),
+               fmt.pct(p["roofline_fraction"]), p["best_candidate"] or "-", fmt.ms(p["best_time_ms"]),
+               fmt.ms(p["baseline_ms"]), str(p["tried"]), str(p["correct"]), fmt.seconds(p["time_to_first_correct_s"])]
         if retimed:
             rt = p.get("retime") or {}
-            word = "-" if not rt else (f"{rt.get('verdict')} ({fmt_x(rt.get('first_speedup'))})" if rt.get("retimed")
+            word = "-" if not rt else (f"{rt.get('verdict')} ({fmt.speedup(rt.get('first_speedup'))})" if rt.get("retimed")
                                       else "not re-timed")
             if rt.get("flagged"):
                 word += "; flagged " + ", ".join(f"{x['candidate']} {x['verdict']}" for x in rt["flagged"])
@@ -463,25 +278,13 @@ def _problem_rows(f: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
-def _ms(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4g}"
-
-
 def _budget_rows(f: dict[str, Any]) -> list[list[str]]:
     out = []
     for key, b in f["budget"].items():
         used, limit = b["used"], b["limit"]
         left = None if used is None else max(limit - used, 0)
-        out.append([key, _num(used), _num(limit), _num(left)])
+        out.append([key, fmt.number(used), fmt.number(limit), fmt.number(left)])
     return out
-
-
-def _num(x: Any) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.4g}"
-    return str(x)
 
 
 def _md_table(head: list[str], rows: list[list[str]]) -> str:
@@ -511,7 +314,7 @@ def to_markdown(f: dict[str, Any], plot_files: dict[str, str]) -> str:
         parts += ["> CPU timings (Triton interpreter): these speedups are not GPU speedups.", ""]
     parts += [_md_table(["figure", "value"], [list(r) for r in _headline(f)]), ""]
     parts += ["## Problems", "", _md_table(*_problem_rows(f)), ""]
-    parts += ["## fast_p", "", _md_table(["p"] + list(f["fast_p"]), [["fast_p"] + [f"{v:.2f}" for v in f["fast_p"].values()]]),
+    parts += ["## fast_p", "", _md_table(["p"] + list(f["fast_p"]), [["fast_p"] + [fmt.fraction(v) for v in f["fast_p"].values()]]),
               ""]
     for key in PLOTS:
         if key in plot_files:
@@ -558,7 +361,7 @@ def to_html(f: dict[str, Any], plots: dict[str, bytes]) -> str:
     head, rows = _problem_rows(f)
     parts.append(_html_table(head, rows))
     parts.append("<h2>fast_p</h2>")
-    parts.append(_html_table(["p"] + list(f["fast_p"]), [["fast_p"] + [f"{v:.2f}" for v in f["fast_p"].values()]]))
+    parts.append(_html_table(["p"] + list(f["fast_p"]), [["fast_p"] + [fmt.fraction(v) for v in f["fast_p"].values()]]))
     for key in PLOTS:
         if key in plots:
             data = base64.b64encode(plots[key]).decode()
@@ -607,11 +410,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> dict[str, Any]:
     fa, fb = run_figures(run_a), run_figures(run_b)
     hashes = []
     for run in (run_a, run_b):
-        store = open_run(run)
-        try:
-            hashes.append({p["id"]: (p.get("hash"), p.get("shape_name")) for p in store.problems()})
-        finally:
-            store.close()
+        with RunReader(run) as store:
+            hashes.append({p["id"]: (p["hash"], p["shape_name"]) for p in store.problems()})
     pa = {p["id"]: p for p in fa["problems"]}
     pb = {p["id"]: p for p in fb["problems"]}
     shared = [pid for pid in pa if pid in pb]
@@ -625,14 +425,11 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> dict[str, Any]:
                      "winner": _winner(sa, sb), "same_problem": ha[0] == hb[0], "same_shape": ha[1] == hb[1]})
 
     def side(f: dict[str, Any]) -> dict[str, Any]:
-        best = {p["id"]: p["best_speedup"] for p in f["problems"] if p["id"] in shared}
-        n = len(shared)
+        on_shared = run_figures_of(f["_series"]["stats"], shared)  # the same summary, over the shared problems
         return {"run_dir": f["run"]["run_dir"], "name": f["run"]["name"], "devices": f["run"]["devices"],
-                "geomean_speedup": geomean([s for s in best.values() if s is not None]),
-                "solved": sum(1 for s in best.values() if s is not None),
-                "fast_p": {f"{p:g}": (sum(1 for s in best.values() if s is not None and s > p) / n if n else 0.0)
-                           for p in FAST_P},
-                "correctness_rate": f["correctness_rate"], "usage": f["usage"], "gpu_time_s": f["gpu_time_s"]}
+                "geomean_speedup": on_shared["geomean_speedup"], "solved": on_shared["problems_solved"],
+                "fast_p": on_shared["fast_p"], "correctness_rate": f["correctness_rate"], "usage": f["usage"],
+                "gpu_time_s": f["gpu_time_s"]}
 
     return {"a": side(fa), "b": side(fb), "shared": shared,
             "only_a": [p for p in pa if p not in pb], "only_b": [p for p in pb if p not in pa], "problems": rows,

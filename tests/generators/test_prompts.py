@@ -10,8 +10,8 @@ from kforge.backends.cuda import CudaBackend
 from kforge.backends.triton import TritonBackend
 from kforge.options import RecipeError
 from kforge.problems import builtin_problems
-from kforge.prompts import PLACEHOLDERS, PromptSettings, build_prompt, device_specs, format_feedback
-from kforge.runtime.meta import strip_metadata
+from kforge.prompts import PLACEHOLDERS, PromptSettings, build_prompt, format_feedback
+from kforge.runtime.meta import device_figures, roofline_floor_ms, strip_metadata
 
 PROBLEMS = {p.id: p for p in builtin_problems()}
 H100 = {"device": "NVIDIA H100 80GB HBM3", "device_kind": "cuda", "sm": "90", "sm_count": 132}
@@ -55,12 +55,22 @@ def test_example_modes() -> None:
     ("NVIDIA A100-SXM4-80GB", 2039), ("NVIDIA A100-SXM4-40GB", 1555), ("NVIDIA A100 80GB PCIe", 1935),
     ("NVIDIA A100-PCIE-40GB", 1555), ("NVIDIA L40S", 864)])
 def test_device_datasheet_figures(name: str, bandwidth: int) -> None:
-    spec = device_specs(name)
-    assert spec is not None and spec["memory_bandwidth_gbs"] == bandwidth
+    spec = device_figures(name)
+    assert spec is not None and spec.memory_bandwidth_gbs == bandwidth
+    # the roofline floor reads the same figure: a pure-bandwidth problem's floor is bytes / bandwidth
+    floor = roofline_floor_ms({"device_kind": "cuda", "device": name}, None, 1e9, "float32")
+    assert floor is not None and abs(floor - 1e9 / (bandwidth * 1e9) * 1e3) < 1e-12
 
 
 def test_unknown_and_cpu_devices() -> None:
-    assert device_specs("NVIDIA GeForce GTX 1080") is None
+    assert device_figures("NVIDIA GeForce GTX 1080") is None
+    # exact names only: a fragment ("H100") or a relative's name never borrows another device's figures
+    assert device_figures("H100") is None and device_figures("NVIDIA H100 NVL X") is None
+    assert device_figures("nvidia  h100 nvl").label == "H100 NVL"  # case and spacing aside
+    # unknown device: no roofline floor (the guard does not apply), and the prompt states no figures
+    assert roofline_floor_ms({"device_kind": "cuda", "device": "NVIDIA GeForce GTX 1080"}, 1e12, 1e9) is None
+    user = build_prompt(PROBLEMS["relu"], TritonBackend(), {}, {}, PromptSettings(device="NVIDIA GeForce GTX 1080")).user
+    assert "NVIDIA GeForce GTX 1080" in user and "Datasheet figures" not in user
     user = build_prompt(PROBLEMS["relu"], TritonBackend(), {"device": "cpu", "device_kind": "cpu"}, {}).user
     assert "Target device: an NVIDIA GPU (this run judges candidates on the CPU" in user
     user = build_prompt(PROBLEMS["relu"], TritonBackend(), {}, {}, PromptSettings(device="NVIDIA H200")).user

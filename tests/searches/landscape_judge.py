@@ -15,9 +15,9 @@ from typing import Any
 import search_helpers
 
 from kforge.api import Executor
-from kforge.generators.tune import find_sites
 from kforge.hookspecs import hookimpl
 from kforge.runtime import protocol as P
+from kforge.tunables import find_sites
 
 MATMUL_OPTIMUM = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 4}
 MATMUL_BEST = 4.0

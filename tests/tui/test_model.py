@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tui_runs import load_dump, make_run
 
-from kforge.report import open_run
+from kforge.store import RunReader as open_run
 from kforge.store import Store
 from kforge.tui.model import (
     Batch,

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from tui_runs import load_dump, make_run
 
 from kforge.commands.report import compare_cmd, report_cmd
-from kforge.report import compare_runs, fmt_x, run_figures, write_report
+from kforge.report import compare_runs, run_figures, write_report
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +94,3 @@ def test_compare_two_runs_on_shared_problems(run: Path, tmp_path: Path) -> None:
     assert "layernorm" in result.stdout and "wins A 1, B 0, ties 2" in result.stdout
     as_json = CliRunner().invoke(compare_cmd, [str(run), str(partial.run_dir), "--json"])
     assert json.loads(as_json.stdout)["wins"]["a"] == 1
-
-
-def test_speedups_keep_two_significant_digits_under_a_tenth() -> None:
-    assert [fmt_x(x) for x in (None, 0.000412, 0.00258, 0.154, 1.5, 23.4)] == \
-        ["-", "0.00041x", "0.0026x", "0.15x", "1.50x", "23.4x"]

@@ -14,7 +14,7 @@ import click
 
 
 def _check_run(path: Path) -> None:
-    from kforge.report import is_run_dir
+    from kforge.store import is_run_dir
 
     if not is_run_dir(path):
         click.echo(f"Error: {path} is not a kforge run directory (no kforge.db)", err=True)
@@ -84,7 +84,7 @@ def _print_comparison(data: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from kforge.report import fmt_pct, fmt_x
+    from kforge import fmt
 
     a, b = data["a"], data["b"]
     console = Console(highlight=False, soft_wrap=True)
@@ -97,16 +97,16 @@ def _print_comparison(data: dict[str, Any]) -> None:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in data["problems"]:
         note = "" if r["same_problem"] and r["same_shape"] else " (!)"
-        table.add_row(r["problem"] + note, fmt_x(r["a"]), fmt_x(r["b"]),
-                      "-" if r["ratio"] is None else f"{r['ratio']:.2f}", f"{r['a_correct']}/{r['a_tried']}",
+        table.add_row(r["problem"] + note, fmt.speedup(r["a"]), fmt.speedup(r["b"]),
+                      fmt.ratio(r["ratio"]), f"{r['a_correct']}/{r['a_tried']}",
                       f"{r['b_correct']}/{r['b_tried']}", r["winner"])
     console.print(table)
     console.print(f"shared problems: {len(data['shared'])}; wins A {data['wins']['a']}, B {data['wins']['b']}, "
                   f"ties {data['wins']['tie']}")
     for side, name in ((a, "A"), (b, "B")):
-        fp = "  ".join(f"p={k}: {v:.2f}" for k, v in side["fast_p"].items())
-        console.print(f"{name}: geomean {fmt_x(side['geomean_speedup'])}, solved {side['solved']}, correctness "
-                      f"{fmt_pct(side['correctness_rate'])}, cost ${side['usage']['cost_usd']:.2f}; fast_p {fp}")
+        fp = "  ".join(f"p={k}: {fmt.fraction(v)}" for k, v in side["fast_p"].items())
+        console.print(f"{name}: geomean {fmt.speedup(side['geomean_speedup'])}, solved {side['solved']}, correctness "
+                      f"{fmt.pct(side['correctness_rate'])}, cost ${side['usage']['cost_usd']:.2f}; fast_p {fp}")
     if any(not r["same_problem"] or not r["same_shape"] for r in data["problems"]):
         console.print("(!) the two runs judged a different problem source or shape: their speedups are not comparable")
     if data["only_a"] or data["only_b"]:

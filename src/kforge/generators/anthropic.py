@@ -25,7 +25,7 @@ class AnthropicGenerator(ApiGenerator):
 
     def headers(self, key: str | None) -> dict[str, str]:
         headers = {"Content-Type": "application/json",
-                   "anthropic-version": str(self.config.get("anthropic_version") or "2023-06-01")}
+                   "anthropic-version": str(self.opts.anthropic_version)}
         if key:
             headers["x-api-key"] = key
         return headers

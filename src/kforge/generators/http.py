@@ -271,10 +271,10 @@ class ApiGenerator(Generator):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self.model = str(options.get("model") or "")
+        self.model = str(self.opts.model or "")
         if not self.model:
             raise RecipeError(f"generator.model is required by the {self.name} generator")
-        self.prompt_settings = PromptSettings.from_options(options)
+        self.prompt_settings = PromptSettings.from_options(self.opts)
         self._client: HttpClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._cache: GenerationCache | None = None
@@ -303,16 +303,16 @@ class ApiGenerator(Generator):
     def sampling(self, proposal: Proposal) -> dict[str, Any]:
         temperature = proposal.params.get("temperature")
         out: dict[str, Any] = {"temperature": float(temperature if temperature is not None
-                                                     else self.config.get("temperature") or 0.0),
-                               "max_tokens": int(self.config.get("max_tokens") or 8192)}
-        if self.config.get("top_p") is not None:
-            out["top_p"] = float(self.config["top_p"])
+                                                     else self.opts.temperature),
+                               "max_tokens": int(self.opts.max_tokens)}
+        if self.opts.top_p is not None:
+            out["top_p"] = float(self.opts.top_p)
         return out
 
     def request(self, proposal: Proposal, prompt: Prompt) -> dict[str, Any]:
         """Everything that determines the answer: what the cache key hashes and the payload is built from."""
         return {"generator": self.name, "model": self.model, "messages": prompt.messages(),
-                "sampling": self.sampling(proposal), "extra_body": dict(self.config.get("extra_body") or {}),
+                "sampling": self.sampling(proposal), "extra_body": dict(self.opts.extra_body or {}),
                 "seed": self.wire_seed(proposal.seed)}
 
     def neutral_key(self, request: dict[str, Any], prompt: Prompt) -> str | None:
@@ -325,7 +325,7 @@ class ApiGenerator(Generator):
 
     def cache_for(self, ctx: RunContext) -> GenerationCache:
         if self._cache is None:
-            folder = self.config.get("cache")
+            folder = self.opts.cache
             if not folder:
                 if ctx.run_dir is None:
                     raise GeneratorError(f"{self.name}: no cache folder (set generator.cache)")
@@ -334,31 +334,27 @@ class ApiGenerator(Generator):
         return self._cache
 
     def cost(self, tokens_in: int, tokens_out: int) -> float:
-        return (tokens_in * float(self.config.get("price_in_per_mtok") or 0.0)
-                + tokens_out * float(self.config.get("price_out_per_mtok") or 0.0)) / 1e6
+        return (tokens_in * float(self.opts.price_in_per_mtok)
+                + tokens_out * float(self.opts.price_out_per_mtok)) / 1e6
 
     def _http(self) -> HttpClient:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
-            env = str(self.config.get("api_key_env") or "")
+            env = str(self.opts.api_key_env or "")
             key = os.environ.get(env) if env else None
             if env and not key:
                 raise GeneratorError(f"{self.name}: the environment variable {env} (generator.api_key_env) is not "
                                      f"set. Export it with your API key, or set generator.api_key_env = \"\" for a "
                                      f"server that needs no key.")
             self._client = HttpClient(
-                base_url=str(self.config.get("base_url")), headers=self.headers(key),
+                base_url=str(self.opts.base_url), headers=self.headers(key),
                 owner=f"{self.name} generator", api_key_env=env, secret=key,
-                timeout_s=float(self._option("timeout_s", 300.0)), max_retries=int(self._option("max_retries", 5)),
-                concurrency=int(self._option("concurrency", 8)), backoff_s=float(self._option("backoff_s", 1.0)),
-                max_backoff_s=float(self._option("max_backoff_s", 60.0)),
+                timeout_s=float(self.opts.timeout_s), max_retries=int(self.opts.max_retries),
+                concurrency=int(self.opts.concurrency), backoff_s=float(self.opts.backoff_s),
+                max_backoff_s=float(self.opts.max_backoff_s),
                 model=self.model)
             self._loop = loop
         return self._client
-
-    def _option(self, name: str, default: Any) -> Any:
-        value = self.config.get(name)
-        return default if value is None else value
 
     def _redact(self, text: str) -> str:
         return self._client.redact(text) if self._client is not None else text
@@ -385,12 +381,12 @@ class ApiGenerator(Generator):
         meta: dict[str, Any] = {"cache_key": key, "prompt_hash": prompt.hash(), "seed": request["seed"],
                                 "temperature": request["sampling"]["temperature"], **prompt.meta}
         match = "exact"
-        if record is None and self.config.get("replay_only") and neutral is not None:
+        if record is None and self.opts.replay_only and neutral is not None:
             record, match = cache.get_alias(neutral), "device-neutral"
         if record is not None:
             self.usage["cache_hits"] += 1
             meta.update(cached=True, attempts=0, cache_match=match)
-        elif self.config.get("replay_only"):
+        elif self.opts.replay_only:
             raise ReplayMiss(f"{self.name}: replay_only is set and {cache.folder} holds no generation for proposal "
                              f"{proposal.id} (problem {proposal.problem_id}, cache key {key}). The prompt, model, "
                              f"sampling parameters or seed differ from the recorded run; point generator.cache at "

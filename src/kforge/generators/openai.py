@@ -34,13 +34,13 @@ class OpenAIGenerator(ApiGenerator):
         return headers
 
     def wire_seed(self, seed: int) -> int | None:
-        return seed % 2**31 if self.config.get("send_seed", True) else None
+        return seed % 2**31 if self.opts.send_seed else None
 
     def payload(self, request: dict[str, Any]) -> dict[str, Any]:
         sampling = request["sampling"]
         body: dict[str, Any] = {"model": request["model"], "messages": request["messages"],
-                                str(self.config.get("max_tokens_field") or "max_tokens"): sampling["max_tokens"]}
-        if self.config.get("send_temperature", True):
+                                str(self.opts.max_tokens_field): sampling["max_tokens"]}
+        if self.opts.send_temperature:
             body["temperature"] = sampling["temperature"]
         if "top_p" in sampling:
             body["top_p"] = sampling["top_p"]

@@ -25,7 +25,7 @@ class ReplayGenerator(Generator):
 
     def __init__(self, **options: object) -> None:
         super().__init__(**options)
-        self.root = Path(str(options["path"]))
+        self.root = Path(str(self.opts.path))
         if not self.root.exists():
             raise RecipeError(f"generator.path {self.root} does not exist")
 
@@ -44,7 +44,7 @@ class ReplayGenerator(Generator):
         for p in proposals:
             files = self.files_for(p.problem_id)
             index = int(p.params.get("sample", p.step))
-            if files and self.config.get("cycle"):
+            if files and self.opts.cycle:
                 index %= len(files)
             if index >= len(files):
                 out.append(Generation(p.id, None, self.name, error="no more replay files for this problem",

@@ -36,10 +36,9 @@ class BestOfN(Search):
 
     def setup(self, ctx: RunContext) -> None:
         super().setup(ctx)
-        self.n = int(self.config.get("n") or 4)
-        self.retime = bool(self.config.get("retime_winner", True))
-        tolerance = self.config.get("retime_tolerance")
-        self.tolerance = 0.25 if tolerance is None else float(tolerance)
+        self.n = int(self.opts.n)
+        self.retime = bool(self.opts.retime_winner)
+        self.tolerance = float(self.opts.retime_tolerance)
         self.asked: dict[str, int] = {p.id: 0 for p in ctx.problems}
         self.told: dict[str, int] = {p.id: 0 for p in ctx.problems}
         self.exhausted: set[str] = set()
@@ -65,8 +64,8 @@ class BestOfN(Search):
                     continue
                 self.asked[pid] = k + 1
                 params: dict[str, Any] = {"sample": k}
-                if self.config.get("temperature") is not None:
-                    params["temperature"] = self.config["temperature"]
+                if self.opts.temperature is not None:
+                    params["temperature"] = self.opts.temperature
                 seed = derive_seed(self.ctx.seed, self.name, pid, k)
                 out.append(Proposal(id=f"{pid}:s{k}", problem_id=pid, step=k, seed=seed, params=params))
                 progressed = True
@@ -117,7 +116,7 @@ class BestOfN(Search):
             rs["asked"] += 1
             rs["pending"][rid] = cid
             out.append(Retime(id=rid, problem_id=pid, candidate_id=cid, first_speedup=self.correct[pid][cid],
-                              trials=self.config.get("retime_trials")))
+                              trials=self.opts.retime_trials))
         return out
 
     def tell_retime(self, retime: Retime, result: Any) -> dict[str, Any]:

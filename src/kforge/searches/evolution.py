@@ -69,7 +69,6 @@ from kforge.searches.refine import (
     feedback_from_failure,
     feedback_from_result,
     history_entry,
-    option_values,
     refine_params,
 )
 
@@ -165,16 +164,15 @@ class Evolution(Search):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self.opts = option_values(type(self), self.config)
-        self.mix = parse_edit_mix(self.opts["edit_mix"])
-        self.features: list[Feature] = get_features(list(self.opts["features"]))
+        self.mix = parse_edit_mix(self.opts.edit_mix)
+        self.features: list[Feature] = get_features(list(self.opts.features))
 
     # -- setup and state ----------------------------------------------------------------------------
     def setup(self, ctx: RunContext) -> None:
         super().setup(ctx)
-        self.n_islands = int(self.opts["islands"])
-        self.population = int(self.opts["population"])
-        self.generations = int(self.opts["generations"])
+        self.n_islands = int(self.opts.islands)
+        self.population = int(self.opts.population)
+        self.generations = int(self.opts.generations)
         # per problem: the verdict on every judged candidate (by candidate id) and the islands; each
         # island keeps its own records of the programs it made or received (lineage, children, code)
         self.problems: dict[str, dict[str, Any]] = {
@@ -208,9 +206,9 @@ class Evolution(Search):
 
     def generator_routes(self) -> dict[str, dict[str, Any]]:
         """Tune edits go to the ``tune`` generator (the engine skips the route when it is the recipe's)."""
-        if "tune" not in self.mix or not self.opts["route_tune"]:
+        if "tune" not in self.mix or not self.opts.route_tune:
             return {}
-        return {"tune": dict(self.opts["tune"] or {})}
+        return {"tune": dict(self.opts.tune or {})}
 
     def _tune_routed(self) -> bool:
         """Tune edits go to a generator of their own: its having nothing more for a parent says nothing
@@ -220,7 +218,7 @@ class Evolution(Search):
 
     # -- ask ----------------------------------------------------------------------------------------
     def ask(self, n: int) -> list[Proposal]:
-        cap = self.opts["max_in_flight"]
+        cap = self.opts.max_in_flight
         room = n if cap is None else min(n, int(cap) - len(self.in_flight))
         out: list[Proposal] = []
         k = len(self.order)
@@ -276,7 +274,7 @@ class Evolution(Search):
             g = isl["generation"]
             if g >= self.generations:
                 isl["stopped"], isl["stop_reason"] = True, "generations"
-            elif isl["empty_streak"] >= int(self.opts["patience"]):
+            elif isl["empty_streak"] >= int(self.opts.patience):
                 isl["stopped"], isl["stop_reason"] = True, "no new candidates"
             if self._migrates_at(g):
                 isl["emigrants"][str(g)] = self._emigrants(isl)  # taken before its own import
@@ -284,14 +282,14 @@ class Evolution(Search):
                     isl["waiting"] = True
 
     def _migrates_at(self, g: int) -> bool:
-        return (self.n_islands > 1 and int(self.opts["migrants"]) > 0 and g > 0
-                and g % int(self.opts["migration_interval"]) == 0 and g < self.generations)
+        return (self.n_islands > 1 and int(self.opts.migrants) > 0 and g > 0
+                and g % int(self.opts.migration_interval) == 0 and g < self.generations)
 
     def _emigrants(self, isl: dict[str, Any]) -> list[dict[str, Any]]:
         """Copies of the island's best elites not sent before (a program migrates once from an island)."""
         sent = set(isl["sent"])
         chosen = [rec for cid, rec in self._elites(isl, include_exhausted=True) if cid not in sent]
-        chosen = chosen[: int(self.opts["migrants"])]
+        chosen = chosen[: int(self.opts.migrants)]
         isl["sent"].extend(rec["id"] for rec in chosen)
         return [{**copy.deepcopy(rec), "children": 0, "exhausted": False} for rec in chosen]
 
@@ -329,7 +327,7 @@ class Evolution(Search):
 
     def _integrate(self, ps: dict[str, Any], isl: dict[str, Any]) -> None:
         new, failures = 0, []
-        turns = int(self.opts["refine_turns"])
+        turns = int(self.opts.refine_turns)
         for slot in sorted(isl["told"], key=int):
             rec = isl["told"][slot]
             kind = rec["kind"]
@@ -401,11 +399,11 @@ class Evolution(Search):
                 ) -> tuple[str, dict[str, Any]]:
         if len(elites) == 1:
             return elites[0]
-        if rng.random() < float(self.opts["exploration"]):
+        if rng.random() < float(self.opts.exploration):
             return elites[rng.randrange(len(elites))]
         weights = selection_weights([p["fitness"] for _, p in elites], [p.get("children", 0) for _, p in elites],
-                                    method=str(self.opts["selection"]), alpha=float(self.opts["selection_alpha"]),
-                                    novelty=float(self.opts["novelty"]))
+                                    method=str(self.opts.selection), alpha=float(self.opts.selection_alpha),
+                                    novelty=float(self.opts.novelty))
         return rng.choices(elites, weights=weights)[0]
 
     def _plan(self, pid: str, isl: dict[str, Any], slot: int) -> Proposal | None:
@@ -432,12 +430,12 @@ class Evolution(Search):
 
         params: dict[str, Any] = {"edit": edit, "island": i, "generation": g, "slot": slot,
                                   "sample": (g * self.n_islands + i) * self.population + slot}
-        if self.opts["temperature"] is not None:
-            params["temperature"] = self.opts["temperature"]
+        if self.opts.temperature is not None:
+            params["temperature"] = self.opts.temperature
         parent: dict[str, Any] | None = None
         if edit == "sample":
             problem = self.ctx.problems_by_id[pid]
-            path = problem.solutions().get(self.ctx.backend.name) if self.opts["seed_from"] == "example" else None
+            path = problem.solutions().get(self.ctx.backend.name) if self.opts.seed_from == "example" else None
             if path is not None:
                 params.update(parent_code=path.read_text(), edit_format="full")
         elif edit == "refine":
@@ -447,8 +445,8 @@ class Evolution(Search):
             else:
                 parent = elites[0][1]
             params.update(refine_params(parent["code"], parent.get("feedback"), self._lineage(isl, parent),
-                                        edit_format=str(self.opts["refine_format"]),
-                                        history_turns=int(self.opts["history_turns"])))
+                                        edit_format=str(self.opts.refine_format),
+                                        history_turns=int(self.opts.history_turns)))
         else:
             pool = [e for e in elites if not e[1].get("tune_exhausted")] if edit == "tune" else elites
             _, parent = self._select(pool, rng)
@@ -486,7 +484,7 @@ class Evolution(Search):
         out: list[dict[str, Any]] = []
         cur: dict[str, Any] | None = prog
         seen: set[str] = set()
-        limit = max(int(self.opts["history_turns"]), 1)
+        limit = max(int(self.opts.history_turns), 1)
         while cur is not None and len(out) < limit and cur["id"] not in seen:
             seen.add(cur["id"])
             if cur.get("summary"):
@@ -499,10 +497,10 @@ class Evolution(Search):
                       rng: random.Random) -> list[dict[str, Any]]:
         """The island's top programs, then programs from the cells farthest from the parent's."""
         elites = [(c, p) for c, p in self._elites(isl, include_exhausted=True) if c not in exclude]
-        top = elites[: int(self.opts["inspirations_top"])]
+        top = elites[: int(self.opts.inspirations_top)]
         chosen = {c for c, _ in top}
         rest = [(c, p) for c, p in elites if c not in chosen]
-        k = int(self.opts["inspirations_diverse"])
+        k = int(self.opts.inspirations_diverse)
         if rest and k:
             here = parse_cell(parent["cell"]) if parent and parent.get("cell") else None
 

@@ -94,7 +94,7 @@ def tile_values(code: str) -> list[int]:
     """The tile sizes a candidate launches with: Triton launch/config keywords and upper-case
     constants named BLOCK*/TILE*/*_SIZE, and CUDA ``#define``/``constexpr`` block sizes and
     ``<<<grid, block>>>`` thread counts, as the ``tune`` generator finds them (AST, nothing run)."""
-    from kforge.generators.tune import find_sites
+    from kforge.tunables import find_sites
 
     return [s.value for s in find_sites(code) if s.kind in ("block", "cuda", "threads")
             and (s.kind == "threads" or _TILE_NAME.search(s.name))]

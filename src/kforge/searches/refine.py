@@ -132,18 +132,6 @@ def refine_params(parent_code: str | None, feedback: dict[str, Any] | None, hist
     return params
 
 
-def option_values(cls: type[Search], config: dict[str, Any]) -> dict[str, Any]:
-    """The search's options: declared defaults, overridden by the (resolved) recipe values."""
-    out: dict[str, Any] = {}
-    for opt in cls.options:
-        value = config.get(opt.name)
-        default = opt.default
-        if isinstance(default, (list, dict)):
-            default = type(default)(default)
-        out[opt.name] = default if value is None else value
-    return out
-
-
 class Refine(Search):
     name = "refine"
     description = "multi-turn refinement: each candidate's compile errors, mismatches and timings go back to the " \
@@ -167,10 +155,9 @@ class Refine(Search):
 
     def setup(self, ctx: RunContext) -> None:
         super().setup(ctx)
-        self.opts = option_values(type(self), self.config)
         self.chains: dict[str, dict[str, Any]] = {}
         for p in ctx.problems:
-            for c in range(int(self.opts["chains"])):
+            for c in range(int(self.opts.chains)):
                 self.chains[f"{p.id}:c{c}"] = {
                     "problem": p.id, "chain": c, "turn": 0, "in_flight": None, "done": False, "reason": None,
                     "parent": None, "feedback": None, "best": None, "history": [], "stale": 0, "failing": False,
@@ -198,22 +185,22 @@ class Refine(Search):
 
     def _propose(self, key: str, ch: dict[str, Any]) -> Proposal:
         pid, c, t = ch["problem"], ch["chain"], ch["turn"]
-        turns = int(self.opts["turns"])
+        turns = int(self.opts.turns)
         parent = ch["parent"]
         params: dict[str, Any]
         parent_id = None
-        if parent is None and t == 0 and self.opts["start"] == "example":
+        if parent is None and t == 0 and self.opts.start == "example":
             problem = self.ctx.problems_by_id[pid]
             path = problem.solutions().get(self.ctx.backend.name)
-            params = {"parent_code": path.read_text(), "edit_format": self.opts["edit_format"]} if path else {}
+            params = {"parent_code": path.read_text(), "edit_format": self.opts.edit_format} if path else {}
         else:
             params = refine_params(parent["code"] if parent else None, ch["feedback"], ch["history"],
-                                   edit_format=str(self.opts["edit_format"]),
-                                   history_turns=int(self.opts["history_turns"]))
+                                   edit_format=str(self.opts.edit_format),
+                                   history_turns=int(self.opts.history_turns))
             parent_id = parent["id"] if parent else None
         params.update(chain=c, turn=t, sample=c * turns + t)
-        if self.opts["temperature"] is not None:
-            params["temperature"] = self.opts["temperature"]
+        if self.opts.temperature is not None:
+            params["temperature"] = self.opts.temperature
         proposal = Proposal(id=f"{pid}:c{c}t{t}", problem_id=pid, step=c * turns + t,
                             seed=derive_seed(self.ctx.seed, self.name, pid, c, t), parent_id=parent_id,
                             params=params)
@@ -272,7 +259,7 @@ class Refine(Search):
                 ch["fixes"] += 1
             speedup = float(fb.get("speedup") or 0.0)
             best = ch["best"]
-            if best is None or speedup > float(best["speedup"]) * (1 + float(self.opts["min_improvement"])):
+            if best is None or speedup > float(best["speedup"]) * (1 + float(self.opts.min_improvement)):
                 ch["best"] = {**me, "speedup": speedup, "turn": t}
                 ch["stale"] = 0
             else:
@@ -280,7 +267,7 @@ class Refine(Search):
         else:
             self._not_improved(ch)
         ch["failing"] = not correct
-        if self.opts["parent"] == "best" and ch["best"] is not None:
+        if self.opts.parent == "best" and ch["best"] is not None:
             ch["parent"] = {k: ch["best"][k] for k in ("id", "code", "feedback")}
         else:
             ch["parent"] = me
@@ -289,14 +276,14 @@ class Refine(Search):
 
     def _next_turn(self, ch: dict[str, Any]) -> None:
         ch["turn"] += 1
-        if ch["turn"] >= int(self.opts["turns"]):
+        if ch["turn"] >= int(self.opts.turns):
             ch["done"], ch["reason"] = True, "turns"
-        elif ch["best"] is not None and ch["stale"] >= int(self.opts["patience"]):
+        elif ch["best"] is not None and ch["stale"] >= int(self.opts.patience):
             ch["done"], ch["reason"] = True, "not improving"
 
     def _remember(self, ch: dict[str, Any], turn: int, cid: str | None, fb: dict[str, Any]) -> None:
         ch["history"].append(history_entry(turn, cid, fb))
-        keep = max(int(self.opts["history_turns"]), 1)
+        keep = max(int(self.opts.history_turns), 1)
         ch["history"] = ch["history"][-keep:]
 
     @staticmethod

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import difflib
-import json
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -20,7 +19,9 @@ from typing import Any
 
 from rich.text import Text
 
-from kforge.report import ProblemStats, ReadOnlyStore, fmt_pct, fmt_s, fmt_x, is_run_dir, open_run
+from kforge import fmt
+from kforge.metrics import ProblemSummary, event_record, retime_record, run_figures_of
+from kforge.store import CandidateInfo, ProblemRow, RunReader, is_run_dir
 
 STATUS_STYLE = {"correct": "green", "incorrect": "red", "compile_error": "yellow", "runtime_error": "magenta",
                 "timeout": "magenta", "rejected": "bold red", "infra_error": "white on red", "judging": "cyan",
@@ -41,8 +42,8 @@ class Batch:
     """What one poll of the store read."""
 
     events: list[dict[str, Any]]
-    candidates: dict[str, dict[str, Any]]  # metadata of the candidates the events name
-    problems: list[dict[str, Any]]
+    candidates: dict[str, CandidateInfo]  # metadata of the candidates the events name
+    problems: list[ProblemRow]
     usage: dict[str, Any]
     meta: dict[str, Any]  # status, elapsed_s, recipe (first read), summary
     last_seq: int
@@ -53,50 +54,31 @@ class RunPoller:
     """Reads a store incrementally. Owns its own read-only connection (one per thread)."""
 
     def __init__(self, run_dir: str | Path) -> None:
-        self.store = open_run(run_dir)
+        self.store = RunReader(run_dir)
         self.seq = 0
         self._first = True
 
     def read(self, limit: int = MAX_BATCH_EVENTS) -> Batch | None:
         """New events since the last read (at most ``limit``), or None if nothing changed."""
-        db = self.store.db
-        rows = db.execute("SELECT data, seq FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (self.seq, limit)).fetchall()
-        if not rows and not self._first:
+        events = self.store.events(self.seq, limit)
+        if not events and not self._first:
             return None
-        events = [json.loads(r[0]) | {"seq": r[1]} for r in rows]
-        if rows:
-            self.seq = rows[-1][1]
+        if events:
+            self.seq = events[-1]["seq"]
         ids = sorted({e["candidate"] for e in events if e.get("event") == "candidate" and e.get("candidate")})
-        cands: dict[str, dict[str, Any]] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            # only the island out of the JSON: a search's params can hold whole programs (parents, inspirations)
-            q = ("SELECT c.id, c.parent_id, c.generator, c.model, c.label, "
-                 "COALESCE(json_extract(p.params, '$.island'), json_extract(c.meta, '$.island')), "
-                 "json_extract(p.params, '$.generation') FROM candidates c "
-                 "LEFT JOIN proposals p ON p.id = c.proposal_id WHERE c.id IN (" + ",".join("?" * len(chunk)) + ")")
-            for r in db.execute(q, chunk):
-                cands[r[0]] = {"parent_id": r[1], "generator": r[2], "model": r[3], "label": r[4],
-                               "island": None if r[5] is None else str(r[5]),
-                               "generation": None if r[6] is None else str(r[6])}
         keys = ("status", "elapsed_s", "summary", "name") + (("recipe", "started") if self._first else ())
-        meta = {r[0]: json.loads(r[1]) for r in db.execute(
-            f"SELECT key, value FROM meta WHERE key IN ({','.join('?' * len(keys))})", keys)}
+        meta = self.store.metas(keys)
         self._first = False
-        return Batch(events=events, candidates=cands, problems=self.store.problems(), usage=self.store.usage(),
-                     meta=meta, last_seq=self.seq, read_at=time.monotonic())
+        return Batch(events=events, candidates=self.store.candidate_infos(ids), problems=self.store.problems(),
+                     usage=dict(self.store.usage()), meta=meta, last_seq=self.seq, read_at=time.monotonic())
 
     def close(self) -> None:
         self.store.close()
 
 
-def _island(meta_json: str | None, params_json: str | None) -> str | None:
-    for text in (params_json, meta_json):
-        try:
-            data = json.loads(text or "{}")
-        except ValueError:
-            continue
-        if isinstance(data, dict) and data.get("island") is not None:
+def _island(meta: dict[str, Any], params: dict[str, Any]) -> str | None:
+    for data in (params, meta):
+        if data.get("island") is not None:
             return str(data["island"])
     return None
 
@@ -125,7 +107,7 @@ class LogLine:
     text: str
 
     def render(self) -> Text:
-        stamp = f"{fmt_s(self.t):>7} " if self.t is not None else " " * 8
+        stamp = f"{fmt.seconds(self.t):>7} " if self.t is not None else " " * 8
         line = Text(stamp, style="dim")
         line.append(self.text, style=LOG_STYLE.get(self.kind, ""))
         return line
@@ -168,7 +150,7 @@ class RunState:
         self.status = "starting"
         self.started: float | None = None
         self.last_ts: float | None = None
-        self.problems: dict[str, ProblemStats] = {}
+        self.problems: dict[str, ProblemSummary] = {}
         self.candidates: dict[str, CandidateRow] = {}
         self.by_problem: dict[str, list[str]] = {}
         self.log: deque[LogLine] = deque(maxlen=log_lines)
@@ -197,7 +179,7 @@ class RunState:
             self.started = float(meta["started"])
         for p in batch.problems:
             st = self._problem(p["id"], ch)
-            if p.get("name") and st.name != p["name"]:
+            if p["name"] and st.name != p["name"]:
                 st.name = p["name"]
         for e in batch.events:
             self._event(e, batch.candidates, ch)
@@ -216,10 +198,10 @@ class RunState:
         self.last_seq = max(self.last_seq, batch.last_seq)
         return ch
 
-    def _problem(self, pid: str, ch: Changes) -> ProblemStats:
+    def _problem(self, pid: str, ch: Changes) -> ProblemSummary:
         st = self.problems.get(pid)
         if st is None:
-            st = self.problems[pid] = ProblemStats(pid)
+            st = self.problems[pid] = ProblemSummary(pid)
             self.by_problem.setdefault(pid, [])
             ch.new_problems.append(pid)
         return st
@@ -230,7 +212,7 @@ class RunState:
             return None
         return max(float(ts) - self.started, 0.0)
 
-    def _event(self, e: dict[str, Any], cmeta: dict[str, dict[str, Any]], ch: Changes) -> None:
+    def _event(self, e: dict[str, Any], cmeta: dict[str, CandidateInfo], ch: Changes) -> None:
         kind = e.get("event")
         if e.get("ts") is not None:
             self.last_ts = float(e["ts"])
@@ -250,7 +232,7 @@ class RunState:
                 return
             if cid in self.candidates:
                 return
-            m = cmeta.get(cid, {})
+            m: CandidateInfo | dict[str, Any] = cmeta.get(cid, {})
             pid = e["problem"]
             st = self._problem(pid, ch)
             row = CandidateRow(id=cid, problem_id=pid, order=len(self.candidates), label=m.get("label", e.get("label")),
@@ -278,9 +260,7 @@ class RunState:
                 if row.status is None:
                     st.in_flight = max(st.in_flight - 1, 0)
             row.status, row.speedup, row.guard = e["status"], e.get("speedup"), e.get("guard")
-            st.add_result(candidate=cid, status=e["status"], speedup=e.get("speedup"),
-                          vs_compile=e.get("speedup_vs_compile"), roofline=e.get("roofline_fraction"),
-                          time_ms=e.get("time_ms"), baseline_ms=e.get("baseline_ms"), t=self._t(e))
+            st.add_result(**event_record(e), t=self._t(e))
             self.n_results += 1
             self.n_correct += e["status"] == "correct"
             self.device = e.get("device") or self.device
@@ -289,7 +269,7 @@ class RunState:
             ch.problems.add(pid)
             ch.run = True
             if e["status"] == "correct":
-                text = f"{pid} {cid} ({e.get('label')}): correct {fmt_x(e.get('speedup'))}"
+                text = f"{pid} {cid} ({e.get('label')}): correct {fmt.speedup(e.get('speedup'))}"
             else:
                 why = str(e.get("error") or "").splitlines()[0][:120] if e.get("error") else ""
                 text = f"{pid} {cid} ({e.get('label')}): {e['status']} [{e.get('guard')}] {why}".rstrip()
@@ -297,20 +277,17 @@ class RunState:
         elif kind == "retime":
             cid, pid = e["candidate"], e["problem"]
             st = self._problem(pid, ch)
-            st.add_retime({"candidate_id": cid, "verdict": e.get("verdict"), "status": e.get("status"),
-                           "speedup": e.get("speedup"), "first_speedup": e.get("first_speedup"),
-                           "time_ms": e.get("time_ms"), "baseline_ms": e.get("baseline_ms"),
-                           "roofline": e.get("roofline_fraction")})
+            st.add_retime(retime_record(e))
             ch.problems.add(pid)
             ch.run = True
-            got = fmt_x(e.get("speedup")) if e.get("status") == "correct" else str(e.get("status"))
-            ch.log.append(self._log(e, "retime", f"{pid} {cid} re-timed: {got} (first {fmt_x(e.get('first_speedup'))})"
+            got = fmt.speedup(e.get("speedup")) if e.get("status") == "correct" else str(e.get("status"))
+            ch.log.append(self._log(e, "retime", f"{pid} {cid} re-timed: {got} (first {fmt.speedup(e.get('first_speedup'))})"
                                                  f": {e.get('verdict')}"))
         elif kind == "search":
             self.search_metrics = dict(e.get("metrics") or {})
         elif kind == "best_improved":
             ch.log.append(self._log(e, "best", f"{e.get('problem')}: new best {e.get('candidate')} "
-                                               f"{fmt_x(e.get('speedup'))}"))
+                                               f"{fmt.speedup(e.get('speedup'))}"))
         elif kind in ("budget", "error"):
             msg = e.get("message") or e.get("reason") or kind
             ch.log.append(self._log(e, kind, f"{e.get('candidate', '')} {msg}".strip()))
@@ -320,7 +297,7 @@ class RunState:
             ch.run = True
             ch.log.append(self._log(e, "summary", f"summary: {e.get('correct')} correct of {e.get('candidates')}; "
                                                   f"{e.get('problems_solved')}/{e.get('problems')} solved; geomean "
-                                                  f"{fmt_x(e.get('geomean_speedup'))}"))
+                                                  f"{fmt.speedup(e.get('geomean_speedup'))}"))
         elif kind == "run_finished":
             self.status = str(e.get("status") or "finished")
             ch.run = True
@@ -337,10 +314,10 @@ class RunState:
     def finished(self) -> bool:
         return self.status in ("finished", "interrupted", "failed")
 
-    def problem_status(self, st: ProblemStats) -> Text:
+    def problem_status(self, st: ProblemSummary) -> Text:
         if st.in_flight and not self.finished:
             return styled(f"judging {st.in_flight}", "judging")
-        if st.correct:
+        if st.solved:
             return styled("solved")
         if st.tried:
             return styled("unsolved")
@@ -348,9 +325,9 @@ class RunState:
 
     def problem_cells(self, pid: str) -> dict[str, Any]:
         st = self.problems[pid]
-        return {"problem": pid, "eager": fmt_x(st.best_speedup), "compile": fmt_x(st.best_vs_compile),
-                "roofline": fmt_pct(st.best_roofline), "tried": f"{st.tried}/{st.correct}",
-                "first": fmt_s(st.first_correct_s), "status": self.problem_status(st)}
+        return {"problem": pid, "eager": fmt.speedup(st.best_speedup), "compile": fmt.speedup(st.best_vs_compile),
+                "roofline": fmt.pct(st.best_roofline), "tried": f"{st.tried}/{st.correct}",
+                "first": fmt.seconds(st.first_correct_s), "status": self.problem_status(st)}
 
     def best_info(self, pid: str) -> str:
         """One line on the problem's best: speedup and candidate, where evolution bred it, its re-timing."""
@@ -359,12 +336,12 @@ class RunState:
             if st.retime and st.retime.get("retimed"):
                 return f"no correct candidate: {st.retime.get('candidate')} was {st.retime.get('verdict')} when re-timed"
             return "no correct candidate yet"
-        text = f"best {fmt_x(st.best_speedup)} by {st.best_candidate}"
+        text = f"best {fmt.speedup(st.best_speedup)} by {st.best_candidate}"
         row = self.candidates.get(st.best_candidate or "")
         if row is not None and row.island is not None and row.generation is not None:
             text += f" (island {row.island}, generation {row.generation})"
         if st.retime and st.retime.get("retimed"):
-            text += f"; re-timed, first {fmt_x(st.retime.get('first_speedup'))}"
+            text += f"; re-timed, first {fmt.speedup(st.retime.get('first_speedup'))}"
             if st.retime.get("verdict") != "accepted":
                 text += f" ({st.retime.get('verdict')})"
         return text
@@ -375,7 +352,7 @@ class RunState:
         gen = row.generator or "-"
         if row.model:
             gen = f"{gen}/{row.model}"
-        return {"id": cid, "status": status, "speedup": fmt_x(row.speedup), "parent": row.parent_id or "-",
+        return {"id": cid, "status": status, "speedup": fmt.speedup(row.speedup), "parent": row.parent_id or "-",
                 "generator": gen, "island": row.island or "-", "label": row.label or "-"}
 
     def candidate_ids(self, pid: str, by_speedup: bool = False) -> list[str]:
@@ -411,16 +388,12 @@ class RunState:
         return rows
 
     def headline(self) -> list[tuple[str, str]]:
-        solved = sum(1 for st in self.problems.values() if st.correct)
-        best = [st.best_speedup for st in self.problems.values() if st.best_speedup]
-        from kforge.metrics import geomean
-
-        rows = [("status", self.status), ("problems solved", f"{solved}/{len(self.problems)}"),
-                ("results", f"{self.n_results} ({self.n_correct} correct)"),
-                ("geomean best", fmt_x(geomean(best)))]
+        run = run_figures_of(self.problems)  # the run's figures, by the summary's own rules
+        rows = [("status", self.status), ("problems solved", f"{run['problems_solved']}/{run['problems']}"),
+                ("results", f"{run['candidates']} ({run['correct']} correct)"),
+                ("geomean best", fmt.speedup(run["geomean_speedup"]))]
         if self.summary and self.summary.get("fast_p"):
-            fp = self.summary["fast_p"]
-            rows.append(("fast_1", f"{fp.get('1', 0):.2f}"))
+            rows.append(("fast_1", fmt.fraction(self.summary["fast_p"].get("1", 0.0))))
         rows.append(("tokens / cost", f"{self.usage.get('tokens', 0):,} / ${self.usage.get('cost_usd', 0.0):.2f}"))
         if self.device:
             rows.append(("device", self.device + (" (CPU timings)" if self.cpu else "")))
@@ -429,7 +402,7 @@ class RunState:
 
 def _num(key: str, x: Any) -> str:
     if key == "wall_clock_s":
-        return fmt_s(float(x))
+        return fmt.seconds(float(x))
     if key == "usd":
         return f"${float(x):.2f}"
     if isinstance(x, float) and x.is_integer():
@@ -470,8 +443,8 @@ class CandidateDetail:
         samples = stats.get("samples_ms") or []
         if not samples:
             return f"{which}: no timing samples"
-        return (f"{which} samples in order: median {_g(stats.get('median_ms'))} ms, "
-                f"{_g(min(samples))} to {_g(max(samples))} ms, n={len(samples)}")
+        return (f"{which} samples in order: median {fmt.number(stats.get('median_ms'))} ms, "
+                f"{fmt.number(min(samples))} to {fmt.number(max(samples))} ms, n={len(samples)}")
 
     def title(self) -> str:
         parts = [f"{self.id} · {self.problem_id}"]
@@ -479,7 +452,7 @@ class CandidateDetail:
             parts.append(self.label)
         parts.append(self.status or "judging")
         if self.speedup is not None:
-            parts.append(fmt_x(self.speedup))
+            parts.append(fmt.speedup(self.speedup))
         return " · ".join(parts)
 
     def evaluation(self) -> list[tuple[str, list[tuple[str, str]]]]:
@@ -497,7 +470,7 @@ class CandidateDetail:
         if r.get("mismatch"):
             verdict.append(("mismatch", str(r["mismatch"])))
         correctness = [("trials", f"{r.get('trials_passed', 0)} of {r.get('trials_run', 0)} passed"),
-                       ("max abs error", _g(r.get("max_abs_err"))), ("max rel error", _g(r.get("max_rel_err")))]
+                       ("max abs error", fmt.number(r.get("max_abs_err"))), ("max rel error", fmt.number(r.get("max_rel_err")))]
         if r.get("distributions"):
             correctness.append(("inputs", ", ".join(map(str, r["distributions"]))))
         sections = [("Candidate", head), ("Verdict", verdict), ("Correctness", correctness)]
@@ -506,16 +479,17 @@ class CandidateDetail:
             med = timing.get("median_ms") or 0.0
             spread = (timing.get("p80_ms", 0) - timing.get("p20_ms", 0)) / med if med else None
             base = r.get("baseline_eager") or {}
-            rows = [("candidate median", f"{_g(med)} ms (n={timing.get('n')})"),
-                    ("p20 / p80", f"{_g(timing.get('p20_ms'))} / {_g(timing.get('p80_ms'))} ms"),
-                    ("spread (p80-p20)/median", _pct(spread)), ("cv", _pct(timing.get("cv"))),
-                    ("rel. std. error", _pct(timing.get("rel_se")))]
+            rows = [("candidate median", f"{fmt.number(med)} ms (n={timing.get('n')})"),
+                    ("p20 / p80", f"{fmt.number(timing.get('p20_ms'))} / {fmt.number(timing.get('p80_ms'))} ms"),
+                    ("spread (p80-p20)/median", fmt.pct(spread, small=True)),
+                    ("cv", fmt.pct(timing.get("cv"), small=True)),
+                    ("rel. std. error", fmt.pct(timing.get("rel_se"), small=True))]
             if base:
-                rows.append(("eager median", f"{_g(base.get('median_ms'))} ms (n={base.get('n')}, "
-                                             f"cv {_pct(base.get('cv'))})"))
-            rows += [("speedup vs eager", fmt_x(r.get("speedup_vs_eager"))),
-                     ("speedup vs compile", fmt_x(r.get("speedup_vs_compile"))),
-                     ("roofline", fmt_pct(r.get("roofline_fraction"))), ("A/A ratio", _g(r.get("aa_ratio"))),
+                rows.append(("eager median", f"{fmt.number(base.get('median_ms'))} ms (n={base.get('n')}, "
+                                             f"cv {fmt.pct(base.get('cv'), small=True)})"))
+            rows += [("speedup vs eager", fmt.speedup(r.get("speedup_vs_eager"))),
+                     ("speedup vs compile", fmt.speedup(r.get("speedup_vs_compile"))),
+                     ("roofline", fmt.pct(r.get("roofline_fraction"))), ("A/A ratio", fmt.number(r.get("aa_ratio"))),
                      ("method", str(r.get("timing_method") or "-"))]
             sections.append(("Timing", rows))
         device = [("device", str(r.get("device") or "-")), ("kind", str(r.get("device_kind") or "-")),
@@ -536,37 +510,23 @@ class CandidateDetail:
         return sections
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%" if x < 0.1 else f"{100 * x:.0f}%"
-
-
-def _g(x: Any) -> str:
-    return "-" if x is None else f"{x:.4g}" if isinstance(x, float) else str(x)
-
-
-def candidate_detail(store: ReadOnlyStore, cid: str) -> CandidateDetail:
-    row = store.db.execute("SELECT c.*, r.status AS r_status, r.speedup AS r_speedup, r.result AS r_result, "
-                           "p.params AS p_params FROM candidates c LEFT JOIN results r ON r.candidate_id = c.id "
-                           "LEFT JOIN proposals p ON p.id = c.proposal_id WHERE c.id = ?", (cid,)).fetchone()
-    if row is None:
+def candidate_detail(store: RunReader, cid: str) -> CandidateDetail:
+    c = store.candidate_view(cid)
+    if c is None:
         raise KeyError(f"no candidate {cid!r} in {store.run_dir}")
-    c = dict(row)
-    params = json.loads(c.get("p_params") or "{}")
+    params = c["params"]
     base_id, base_code, note = None, None, ""
-    if c.get("parent_id"):
-        parent = store.db.execute("SELECT code FROM candidates WHERE id = ?", (c["parent_id"],)).fetchone()
+    if c["parent_id"]:
+        parent = store.candidate(c["parent_id"])
         if parent is not None:
-            base_id, base_code, note = c["parent_id"], parent[0], f"diff against its parent {c['parent_id']}"
+            base_id, base_code, note = c["parent_id"], parent["code"], f"diff against its parent {c['parent_id']}"
         elif params.get("parent_code"):
             base_id, base_code, note = c["parent_id"], str(params["parent_code"]), \
                 f"diff against its parent {c['parent_id']} (code from the proposal)"
     if base_code is None:
-        best = store.db.execute(
-            "SELECT c.id, c.code FROM candidates c JOIN results r ON r.candidate_id = c.id WHERE c.problem_id = ? "
-            "AND r.status = 'correct' AND c.id != ? ORDER BY r.speedup DESC, c.seq LIMIT 1",
-            (c["problem_id"], cid)).fetchone()
+        best = store.best_correct(c["problem_id"], exclude=cid)
         if best is not None:
-            base_id, base_code = best[0], best[1]
+            base_id, base_code = best
             note = f"no parent recorded: diff against the problem's best correct candidate {best[0]}"
         else:
             note = "no parent recorded and no other correct candidate to compare with"
@@ -576,13 +536,11 @@ def candidate_detail(store: ReadOnlyStore, cid: str) -> CandidateDetail:
                                             fromfile=f"{base_id}.py", tofile=f"{cid}.py"))
         if not diff:
             note += " (identical)"
-    result = json.loads(c["r_result"]) if c.get("r_result") else None
     return CandidateDetail(
-        id=cid, problem_id=c["problem_id"], label=c.get("label"), generator=c.get("generator"), model=c.get("model"),
-        parent_id=c.get("parent_id"), island=_island(c.get("meta"), c.get("p_params")), code=c["code"],
-        status=c.get("r_status"), speedup=c.get("r_speedup"), result=result, base_id=base_id, diff=diff,
-        diff_note=note, tokens=int(c.get("tokens_in") or 0) + int(c.get("tokens_out") or 0),
-        cost_usd=float(c.get("cost_usd") or 0.0))
+        id=cid, problem_id=c["problem_id"], label=c["label"], generator=c["generator"], model=c["model"],
+        parent_id=c["parent_id"], island=_island(c["meta"], params), code=c["code"], status=c["status"],
+        speedup=c["speedup"], result=c["result"], base_id=base_id, diff=diff, diff_note=note,
+        tokens=c["tokens_in"] + c["tokens_out"], cost_usd=c["cost_usd"])
 
 
 # -- the start screen -----------------------------------------------------------------------------------
@@ -619,18 +577,14 @@ def list_runs(runs_dir: str | Path) -> list[RunInfo]:
         if not is_run_dir(path):
             continue
         try:
-            store = open_run(path)
-            try:
+            with RunReader(path) as store:
                 metas = store.metas()
-                counts = store.db.execute("SELECT COUNT(*), COALESCE(SUM(status = 'correct'), 0) FROM results").fetchone()
-                n_problems = store.db.execute("SELECT COUNT(*) FROM problems").fetchone()[0]
-            finally:
-                store.close()
+                counts = store.counts()
         except Exception:  # noqa: BLE001 - a half-written or foreign database is just not listed
             continue
         out.append(RunInfo(path=path, name=str(metas.get("name") or path.name), status=str(metas.get("status") or "?"),
-                           started=metas.get("started"), problems=int(n_problems), results=int(counts[0]),
-                           correct=int(counts[1])))
+                           started=metas.get("started"), problems=counts["problems"], results=counts["results"],
+                           correct=counts["correct"]))
     out.sort(key=lambda r: (r.started or 0.0, str(r.path)), reverse=True)
     return out
 

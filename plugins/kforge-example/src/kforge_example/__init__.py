@@ -22,7 +22,7 @@ class SolutionsGenerator(Generator):
     )
 
     async def generate(self, proposals: list[Proposal], ctx: RunContext) -> list[Generation]:
-        backend = self.config.get("backend") or ctx.backend.name
+        backend = self.opts.backend or ctx.backend.name
         out = []
         for p in proposals:
             problem = ctx.problems_by_id.get(p.problem_id)

@@ -96,7 +96,7 @@ class HFGenerator(Generator):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        path = options.get("model_path")
+        path = self.opts.model_path
         if not path:
             raise RecipeError("generator.model_path is required by the hf generator: a folder holding a transformers "
                               "causal language model (nothing is downloaded)")
@@ -106,20 +106,17 @@ class HFGenerator(Generator):
                               f"generator only loads models already on disk and never downloads one. Download it "
                               f"yourself (e.g. `huggingface-cli download ORG/NAME --local-dir {self.model_path}`) "
                               f"or point model_path at the folder that holds it.")
-        adapter = options.get("adapter")
+        adapter = self.opts.adapter
         if adapter and not Path(str(adapter)).is_dir():
             raise RecipeError(f"generator.adapter {adapter} is not a folder (a peft LoRA adapter)")
-        for name, folder in (options.get("adapters") or {}).items():
+        for name, folder in (self.opts.adapters or {}).items():
             if name in ("default", "base"):
                 raise RecipeError(f"generator.adapters: the name {name!r} is reserved")
             if not Path(str(folder)).is_dir():
                 raise RecipeError(f"generator.adapters.{name}: {folder} is not a folder (a peft LoRA adapter)")
         self.model_name = self.model_path.name
-        self.prompt_settings = PromptSettings.from_options({
-            "template_dir": options.get("template_dir"), "system_prompt": options.get("system_prompt"),
-            "user_template": options.get("user_template"), "example": options.get("example") or "other",
-            "edit_format": options.get("edit_format") or "full", "device": options.get("target_device"),
-            "feedback_max_chars": options.get("feedback_max_chars") or 4000})
+        self.prompt_settings = PromptSettings.from_options(
+            {**self.opts, "device": self.opts.target_device})  # the target device names the prompt's GPU
         self._policy: Policy | None = None
         self._pending_checkpoint: Path | None = None
         self._lock = threading.RLock()
@@ -138,17 +135,15 @@ class HFGenerator(Generator):
             if self._policy is None:
                 from kforge_hf.policy import Policy, PolicyError
 
-                c = self.config
+                o = self.opts
                 try:
                     self._policy = Policy(
-                        model_path=str(self.model_path), tokenizer_path=c.get("tokenizer_path"),
-                        device=c.get("device") or "auto", dtype=c.get("dtype") or "auto",
-                        trust_remote_code=bool(c.get("trust_remote_code")), lora_r=int(c.get("lora_r") or 16),
-                        lora_alpha=int(c.get("lora_alpha") or 32), lora_dropout=float(c.get("lora_dropout") or 0.0),
-                        lora_target_modules=c.get("lora_target_modules") or "all-linear", adapter=c.get("adapter"),
-                        adapters=c.get("adapters"), init_seed=int(c.get("seed") or 0),
-                        gradient_checkpointing=bool(c.get("gradient_checkpointing")),
-                        chat_template=c.get("chat_template"))
+                        model_path=str(self.model_path), tokenizer_path=o.tokenizer_path, device=o.device,
+                        dtype=o.dtype, trust_remote_code=bool(o.trust_remote_code), lora_r=int(o.lora_r),
+                        lora_alpha=int(o.lora_alpha), lora_dropout=float(o.lora_dropout),
+                        lora_target_modules=o.lora_target_modules, adapter=o.adapter, adapters=o.adapters,
+                        init_seed=int(o.seed), gradient_checkpointing=bool(o.gradient_checkpointing),
+                        chat_template=o.chat_template)
                 except PolicyError as exc:
                     raise RecipeError(f"hf generator: {exc}") from exc
                 except OSError as exc:
@@ -174,13 +169,13 @@ class HFGenerator(Generator):
 
     def temperature(self, proposal: Proposal) -> float:
         t = proposal.params.get("temperature")
-        return float(t if t is not None else self.config.get("temperature", 1.0) or 0.0)
+        return float(t if t is not None else self.opts.temperature)
 
     def request(self, proposal: Proposal, prompt: Prompt) -> dict[str, Any]:
         """What determines a sample, without the model (what ``kforge prompt`` prints)."""
         return {"generator": self.name, "model": str(self.model_path), "messages": prompt.messages(),
-                "sampling": {"temperature": self.temperature(proposal), "top_p": self.config.get("top_p"),
-                             "max_new_tokens": int(self.config.get("max_new_tokens") or 4096)},
+                "sampling": {"temperature": self.temperature(proposal), "top_p": self.opts.top_p,
+                             "max_new_tokens": int(self.opts.max_new_tokens)},
                 "seed": proposal.seed, "adapter": proposal.params.get("adapter") or "default"}
 
     # -- generate -------------------------------------------------------------------------------
@@ -200,14 +195,14 @@ class HFGenerator(Generator):
             by_adapter: dict[str | None, list[int]] = {}
             for i, p in enumerate(proposals):
                 by_adapter.setdefault(p.params.get("adapter"), []).append(i)
-            size = int(self.config.get("batch_size") or 16)
+            size = int(self.opts.batch_size)
             for adapter, idx in by_adapter.items():
                 idx.sort(key=lambda i: len(ids[i]))  # similar lengths together: less padding
                 for start in range(0, len(idx), size):
                     chunk = idx[start:start + size]
                     samples = policy.sample([ids[i] for i in chunk], [proposals[i].seed for i in chunk],
-                                            [self.temperature(proposals[i]) for i in chunk], self.config.get("top_p"),
-                                            int(self.config.get("max_new_tokens") or 4096), adapter=adapter)
+                                            [self.temperature(proposals[i]) for i in chunk], self.opts.top_p,
+                                            int(self.opts.max_new_tokens), adapter=adapter)
                     for i, s in zip(chunk, samples):
                         out[proposals[i].id] = self._generation(proposals[i], prompts[i], ids[i], s, adapter)
             return [out[p.id] for p in proposals]
@@ -230,7 +225,7 @@ class HFGenerator(Generator):
                                 "finish_reason": sample.finish, "answer_chars": len(text), **prompt.meta}
         sample_no = proposal.params.get("sample", proposal.step)
         label = f"{self.model_name} v{version if version is not None else adapter} #{sample_no}"
-        if self.config.get("extract") == "raw":
+        if self.opts.extract == "raw":
             code, error = (text, None) if text.strip() else (None, "hf: the answer is empty")
             meta["extraction"] = "raw"
         else:
@@ -337,7 +332,7 @@ class HFGenerator(Generator):
                 items, lr=float(batch.get("lr", 4e-5)), clip_eps=float(batch.get("clip_eps", 0.2)),
                 kl_coef=float(batch.get("kl_coef", 0.0)), track_kl=bool(batch.get("track_kl", True)),
                 num_minibatches=int(batch.get("num_minibatches", 1)),
-                micro_batch=int(self.config.get("train_micro_batch") or 2),
+                micro_batch=int(self.opts.train_micro_batch),
                 max_grad_norm=float(batch.get("max_grad_norm", 1.0)),
                 loss_agg=str(batch.get("loss_agg", "token-mean")))
             metrics["missing"] = missing

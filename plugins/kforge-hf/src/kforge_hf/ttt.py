@@ -107,25 +107,20 @@ class TTTSearch(Search):
     # -- setup ----------------------------------------------------------------------------------
     def setup(self, ctx: RunContext) -> None:
         super().setup(ctx)
-        c = self.config
-
-        def opt(key: str, default: Any) -> Any:
-            value = c.get(key)
-            return default if value is None else value
-
-        self.steps = int(opt("steps", 50))
-        self.groups = int(opt("groups", 8))
-        self.rollouts = int(opt("rollouts", 8))
-        clip = c.get("reward_clip")
+        o = self.opts  # resolved: every option with its value or its declared default
+        self.steps = int(o.steps)
+        self.groups = int(o.groups)
+        self.rollouts = int(o.rollouts)
+        clip = o.reward_clip
         if clip is not None and len(clip) != 2:
             raise RecipeError("search.reward_clip must be [low, high]")
-        self.reward_cfg = RewardConfig(shape=str(opt("reward", "log")), scale=float(opt("reward_scale", 1.0)),
-                                       max_speedup=c.get("max_speedup"),
+        self.reward_cfg = RewardConfig(shape=str(o.reward), scale=float(o.reward_scale),
+                                       max_speedup=o.max_speedup,
                                        clip=(float(clip[0]), float(clip[1])) if clip else None,
-                                       correct_bonus=float(opt("correct_bonus", 0.0)),
-                                       failure=float(opt("failure_reward", 0.0)))
-        self.buffer = PUCTBuffer(c=float(opt("puct_c", 1.0)), max_size=int(opt("max_buffer", 1000)),
-                                 children_per_parent=int(opt("children_per_parent", 2)),
+                                       correct_bonus=float(o.correct_bonus),
+                                       failure=float(o.failure_reward))
+        self.buffer = PUCTBuffer(c=float(o.puct_c), max_size=int(o.max_buffer),
+                                 children_per_parent=int(o.children_per_parent),
                                  root_value=self.reward_cfg.failure)
         for p in ctx.problems:
             self.buffer.add_root(p.id)
@@ -174,7 +169,7 @@ class TTTSearch(Search):
             per_problem.setdefault(pid, []).append(g)
         picks: dict[int, Any] = {}
         for pid, gs in per_problem.items():
-            if self.config.get("reuse", True):
+            if self.opts.reuse:
                 chosen = self.buffer.select(len(gs), pid)
             else:  # every group from the bare problem
                 chosen = [e for e in self.buffer.scores(pid) if e.state.id == root_id(pid)] * len(gs)
@@ -199,13 +194,12 @@ class TTTSearch(Search):
         g, k = divmod(i, self.rollouts)
         group = self.round["groups"][g]
         state = self.buffer.get(group["state"]) if group["state"] in self.buffer else None
-        temperature = self.config.get("temperature")
         params: dict[str, Any] = {"ttt_step": s, "group": g, "sample": k, "state": group["state"],
-                                  "temperature": 1.0 if temperature is None else float(temperature)}
+                                  "temperature": float(self.opts.temperature)}
         if state is not None and not state.is_root:
             params["parent_code"] = state.code
             params["feedback"] = dict(state.feedback or {})
-            params["edit_format"] = str(self.config.get("edit_format") or "full")
+            params["edit_format"] = str(self.opts.edit_format)
         return Proposal(id=self._proposal_id(g, k), problem_id=group["problem"], step=s,
                         seed=derive_seed(self.ctx.seed, self.name, s, g, k),
                         parent_id=state.candidate_id if state is not None else None, params=params)
@@ -280,9 +274,9 @@ class TTTSearch(Search):
         rnd = self.round
         assert rnd is not None
         started = time.time()
-        c = self.config
-        estimator = str(c.get("advantage") or "entropic_adaptive")
-        kl_coef = float(c.get("kl_coef") or 0.0)
+        o = self.opts
+        estimator = str(o.advantage)
+        kl_coef = float(o.kl_coef)
         ids: list[str] = []
         advs: list[float] = []
         betas: list[float] = []
@@ -298,12 +292,10 @@ class TTTSearch(Search):
             self.buffer.record_group(group["state"], rewards)
             if len(scored) < 2:
                 continue
-            if c.get("skip_constant_groups", True) and max(rewards) == min(rewards) and kl_coef == 0:
+            if o.skip_constant_groups and max(rewards) == min(rewards) and kl_coef == 0:
                 continue
-            a, diag = advantages(rewards, estimator, beta=float(c.get("beta") if c.get("beta") is not None else 2.0),
-                                 kl_budget=float(c.get("kl_budget") if c.get("kl_budget") is not None
-                                                 else math.log(2)),
-                                 normalize_std=bool(c.get("normalize_std")))
+            a, diag = advantages(rewards, estimator, beta=float(o.beta),
+                                 kl_budget=float(o.kl_budget), normalize_std=bool(o.normalize_std))
             if "beta" in diag:
                 betas.append(float(diag["beta"]))
             ids.extend(pid for pid, _ in scored)
@@ -311,11 +303,10 @@ class TTTSearch(Search):
         train: dict[str, Any] = {}
         if ids:
             train = self.generator.train_step({
-                "rollout_ids": ids, "advantages": advs, "lr": float(c.get("learning_rate") or 4e-5),
-                "clip_eps": float(c.get("clip_eps") if c.get("clip_eps") is not None else 0.2), "kl_coef": kl_coef,
-                "track_kl": bool(c.get("track_kl", True)), "num_minibatches": int(c.get("num_minibatches") or 1),
-                "max_grad_norm": float(c.get("max_grad_norm") if c.get("max_grad_norm") is not None else 1.0),
-                "loss_agg": str(c.get("loss_agg") or "token-mean")})
+                "rollout_ids": ids, "advantages": advs, "lr": float(o.learning_rate),
+                "clip_eps": float(o.clip_eps), "kl_coef": kl_coef, "track_kl": bool(o.track_kl),
+                "num_minibatches": int(o.num_minibatches), "max_grad_norm": float(o.max_grad_norm),
+                "loss_agg": str(o.loss_agg)})
         # the buffer: this step's correct candidates become states
         children: list[State] = []
         for item in rnd["correct"]:
@@ -390,7 +381,7 @@ class TTTSearch(Search):
         tmp_metrics.write_text(lines)
         os.replace(tmp_metrics, self.root / "metrics.jsonl")
         self.checkpoint = str(final.relative_to(self.root.parent))
-        keep = int(self.config.get("keep_checkpoints") or 2)
+        keep = int(self.opts.keep_checkpoints)
         steps = sorted(p for p in self.root.glob("step-*") if p.is_dir())
         for old in steps[:-keep]:
             shutil.rmtree(old, ignore_errors=True)

@@ -21,7 +21,6 @@ A failure to reach W&B is reported on stderr and never stops the kforge run.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import re
 import sys
@@ -30,6 +29,7 @@ from typing import Any
 
 import kforge
 from kforge.api import Logger
+from kforge.metrics import geomean
 
 __version__ = "0.1.0"
 
@@ -122,8 +122,7 @@ class WandbLogger(Logger):
                     self.best[pid] = s
                     self.best_candidate[pid] = str(e.get("candidate"))
                     data[f"best_speedup/{pid}"] = s
-                    logs = [math.log(v) for v in self.best.values()]
-                    data["best_geomean"] = math.exp(sum(logs) / len(logs))
+                    data["best_geomean"] = geomean(self.best.values())
         data["correct"] = self.correct
         data["correct_rate"] = self.correct / self.results
         self.run.log(data)
@@ -141,11 +140,15 @@ class WandbLogger(Logger):
         for k, v in (e.get("usage") or {}).items():
             flat[f"usage/{k}"] = v
         self.run.summary.update(flat)
+        # the run's one summary, read from its store (a resumed run's results before the resume count too)
         best = e.get("best") or {}
-        problems = list(dict.fromkeys([*best, *self.tried]))
-        rows = [[pid, (best.get(pid) or {}).get("speedup"), (best.get(pid) or {}).get("candidate"),
-                 (best.get(pid) or {}).get("status"), self.tried.get(pid, 0), self.solved.get(pid, 0)]
-                for pid in problems]
+        per_problem = e.get("per_problem") or {}
+        problems = list(dict.fromkeys([*per_problem, *best, *self.tried]))
+        rows = []
+        for pid in problems:
+            b, st = best.get(pid) or {}, per_problem.get(pid) or {}
+            rows.append([pid, b.get("speedup"), b.get("candidate"), b.get("status"),
+                         st.get("tried", self.tried.get(pid, 0)), st.get("correct", self.solved.get(pid, 0))])
         columns: list[str | int] = ["problem", "best_speedup", "best_candidate", "status", "tried", "correct"]
         table = wandb.Table(columns=columns, data=rows)
         self.run.log({"results": self.results, "final_table": table})

@@ -12,7 +12,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Header, Label, Sparkline, Static, TabbedContent, TabPane
 
-from kforge.report import open_run
+from kforge.store import RunReader
 from kforge.tui.model import CandidateDetail, candidate_detail
 from kforge.tui.screens.base import KforgeScreen
 from kforge.tui.widgets import EvaluationView
@@ -78,11 +78,8 @@ class CandidateScreen(KforgeScreen):
             self.set_interval(1.0, self._reload_while_judging)
 
     def load(self) -> None:
-        store = open_run(self.run_dir)
-        try:
+        with RunReader(self.run_dir) as store:
             self.detail = detail = candidate_detail(store, self.candidate_id)
-        finally:
-            store.close()
         self.title = f"kforge · {detail.id}"
         self.sub_title = self.run_dir.name
         self.query_one("#cand-title", Label).update(Text(detail.title()))

@@ -16,7 +16,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Header, Label, Sparkline
 from textual.worker import get_current_worker
 
-from kforge.report import is_run_dir
+from kforge.store import is_run_dir
 from kforge.tui.launch import LaunchedRun, LaunchError
 from kforge.tui.messages import LaunchFailed, RunDirKnown, StoreChanged
 from kforge.tui.model import Batch, Changes, LogLine, RunPoller, RunState
