@@ -54,7 +54,8 @@ def test_store_round_trip(tmp_path: Path) -> None:
 
     problems = again.problems()
     assert [p["id"] for p in problems] == ["relu", "softmax"]
-    assert problems[0] == {"id": "relu", "name": "ReLU", "level": 1, "hash": "abc", "shape_name": "small"}
+    assert problems[0] == {"id": "relu", "name": "ReLU", "level": 1, "hash": "abc", "shape_name": "small",
+                           "summary": {"id": "relu", "name": "ReLU", "level": 1, "hash": "abc", "dtype": "float32"}}
 
     proposals = again.proposals()
     assert [p["id"] for p in proposals] == ["relu:s0", "relu:s1"]

@@ -308,16 +308,12 @@ def published_speedups(run_dir: Path, baseline_path: Path, p_values: Iterable[fl
     runtime use) is set against the baseline's mean for the same level and file; fast_p is
     :func:`kernelbench_fast_p` per level, and over all levels (hits and counts summed)."""
     from kforge.metrics import FAST_P
-    from kforge.report import open_run
+    from kforge.store import RunReader
 
     baseline = load_baseline(baseline_path)
-    store = open_run(run_dir)
-    try:
-        problems = [{"id": r[0], "level": r[1], "summary": json.loads(r[2] or "{}")}
-                    for r in store.db.execute("SELECT id, level, summary FROM problems ORDER BY rowid")]
+    with RunReader(run_dir) as store:
+        problems = store.problems()
         results = store.results()
-    finally:
-        store.close()
     fastest: dict[str, dict[str, Any]] = {}
     for r in results:
         t = (r.get("timing") or {}).get("mean_ms")

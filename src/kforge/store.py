@@ -70,6 +70,7 @@ class ProblemRow(TypedDict):
     level: int | None
     hash: str | None
     shape_name: str | None
+    summary: dict[str, Any]  # the problem's summary as recorded (its path, dtype, shapes, ...)
 
 
 class CandidateRecord(TypedDict):
@@ -241,8 +242,8 @@ class RunReader:
 
     # -- rows -----------------------------------------------------------------------------------
     def problems(self) -> list[ProblemRow]:
-        return [ProblemRow(id=r[0], name=r[1], level=r[2], hash=r[3], shape_name=r[4])
-                for r in self.db.execute("SELECT id, name, level, hash, shape_name FROM problems ORDER BY rowid")]
+        return [ProblemRow(id=r[0], name=r[1], level=r[2], hash=r[3], shape_name=r[4], summary=_loads(r[5], {}))
+                for r in self.db.execute("SELECT id, name, level, hash, shape_name, summary FROM problems ORDER BY rowid")]
 
     def counts(self) -> RunCounts:
         """How many problems, candidates, results and correct results the run holds."""
