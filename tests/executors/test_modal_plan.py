@@ -23,10 +23,13 @@ def test_describe_prints_the_plan() -> None:
     assert plan["app"] == "kforge" and plan["gpu"] == "H100!" and plan["gpu_policy"].startswith("pinned")
     image = plan["image"]
     assert image["base"].startswith("nvidia/cuda:") and "-devel-" in image["base"]
-    assert set(image["pins"]) == {"torch", "triton", "numpy"} and image["cutlass_headers"]
+    assert set(image["pins"]) == {"torch", "triton", "numpy", "ninja"} and image["cutlass_headers"]
+    assert image["torch_index_url"] is None and image["index_strategy"] == "PyPI only"
     assert "add_local_python_source" in image["kforge"]
     assert plan["fan_out"]["max_containers"] == 6 and "no batch barrier" in plan["fan_out"]["results"]
-    assert plan["retries"]["for"].startswith("infrastructure faults only")
+    assert plan["retries"]["for"].startswith("raised exceptions and timeouts")
+    assert plan["timeout_s"]["per_attempt"] == 1800 and "restarts on each retry" in plan["timeout_s"]["note"]
+    assert plan["container"]["block_network"] is True and plan["container"]["memory_mib"] == [16384, 32768]
     cost = plan["estimated_cost"]
     per_s = GPU_USD_PER_HOUR["H100"] / 3600
     assert cost["usd"] == round(100 * 30.0 * per_s + 6 * (40.0 + 20) * per_s, 2)
