@@ -188,7 +188,7 @@ class ModalSettings:
         fraction = float(opt("est_correct_fraction"))
         if not 0 <= fraction <= 1:
             raise RecipeError("executor.est_correct_fraction must be between 0 and 1")
-        extra = {"memory_limit_mib": limit, "block_network": bool(opt("block_network")), "transport": transport,
+        extra: dict[str, Any] = {"memory_limit_mib": limit, "block_network": bool(opt("block_network")), "transport": transport,
                  "correctness_gpu": check_gpu, "build_cpu": float(opt("build_cpu")),
                  "build_memory_mib": int(opt("build_memory_mib")),
                  "quiet": bool(opt("quiet")) or os.environ.get("KFORGE_QUIET", "") not in ("", "0"),
@@ -490,7 +490,7 @@ class ModalExecutor(Executor):
         plan = [
             *([f"build: CUDA/CUTLASS candidates compile in CPU-only containers ({s.build_cpu:g} cores) into the "
                f"Volume {s.volume!r} for TORCH_CUDA_ARCH_LIST={arch}, committed; GPU containers reload it"]
-              if s.volume and arch else
+              if s.volume and arch and (builds or backend is None) else
               ["build: in the GPU container's sandbox (no Volume, or a GPU with no known arch)"] if builds else []),
             *([f"correctness: on {s.correctness_gpu} (correctness only; a failure ends the candidate there)"]
               if s.correctness_gpu else []),

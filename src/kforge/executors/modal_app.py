@@ -36,6 +36,7 @@ candidate whose build is there.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -45,7 +46,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import modal
 
@@ -434,7 +435,9 @@ def build_image(spec: ImageSpec) -> modal.Image:
             f"git clone --depth 1 --branch v{spec.cutlass} https://github.com/NVIDIA/cutlass.git {CUTLASS_DIR}")
         env.update(CUTLASS_PATH=CUTLASS_DIR,
                    CPLUS_INCLUDE_PATH=f"{CUTLASS_DIR}/include:{CUTLASS_DIR}/tools/util/include")
-    image = image.uv_pip_install(*spec.requirements(), **spec.index_options())
+    index = spec.index_options()
+    image = image.uv_pip_install(*spec.requirements(), extra_index_url=index.get("extra_index_url"),
+                                 extra_options=index.get("extra_options", ""))
     # last, so editing kforge never rebuilds the layers above
     return image.env(env).add_local_python_source(*spec.local_sources())
 
@@ -518,7 +521,7 @@ def build_output(log_path: Path | None, quiet: bool = False) -> Iterator[None]:
     log = open(log_path, "a", encoding="utf-8") if log_path is not None else None  # noqa: SIM115
     targets: list[Any] = ([] if quiet else [sys.stderr]) + ([log] if log is not None else [])
 
-    class Tee:
+    class Tee(io.TextIOBase):
         def write(self, text: str) -> int:
             for t in targets:
                 t.write(text)
@@ -534,7 +537,7 @@ def build_output(log_path: Path | None, quiet: bool = False) -> Iterator[None]:
     try:
         with modal.enable_output():
             manager = modal.output.OutputManager.get()
-            console = Console(file=Tee(), highlight=False, force_jupyter=False,
+            console = Console(file=cast(IO[str], Tee()), highlight=False, force_jupyter=False,
                               force_terminal=None if not quiet and sys.stderr.isatty() else False)
             for attr in ("_console", "_stderr_console"):
                 if hasattr(manager, attr):
