@@ -115,3 +115,26 @@ def test_a_sandbox_gets_no_credentials(tmp_path: Path, monkeypatch: pytest.Monke
         sb.kill()
     assert not names & set(secrets), names & set(secrets)
     assert set(kept) <= names and "PYTHONPATH" in names
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["auto", "host", "cuda_ipc"])
+def test_on_a_gpu_each_transport_judges_and_auto_prefers_ipc(mode: str, tmp_path: Path) -> None:
+    """On a GPU with working CUDA IPC (bare metal), auto picks cuda_ipc; host stages CUDA tensors through
+    host memory; each judges the relu solution correct and records what it used."""
+    from kforge.problems import builtin_problems
+    from kforge.runtime import protocol as P
+
+    judge = Judge(device="cuda", workdir=tmp_path / "judge", keep_spare=False, transport=mode)
+    try:
+        expected = "cuda_ipc" if mode == "auto" else mode
+        assert judge.transport == expected and judge.info["transport"]["self_test"] == "passed"
+        relu = {p.id: p for p in builtin_problems()}["relu"]
+        req = P.EvalRequest(request_id=f"g-{mode}", problem_id="relu", problem_source=relu.source,
+                            candidate_source=relu.solutions()["triton"].read_text(), shape_name="main",
+                            shape=relu.shape("main"), dtype=relu.dtype, min_samples=5, max_timing_s=2.0)
+        result = judge.evaluate(req)
+        assert result.status == P.CORRECT, result.error
+        assert result.versions["transport"]["mode"] == expected
+    finally:
+        judge.close()

@@ -134,6 +134,7 @@ class ModalSettings:
     est_container_start_s: float
     gpu_usd_per_hour: dict[str, float]
     memory_limit_mib: int = 32768
+    startup_timeout_s: int = 600
     block_network: bool = True
     transport: str = "auto"
     correctness_gpu: str = ""
@@ -188,7 +189,7 @@ class ModalSettings:
         fraction = float(opt("est_correct_fraction"))
         if not 0 <= fraction <= 1:
             raise RecipeError("executor.est_correct_fraction must be between 0 and 1")
-        extra: dict[str, Any] = {"memory_limit_mib": limit, "block_network": bool(opt("block_network")), "transport": transport,
+        extra: dict[str, Any] = {"memory_limit_mib": limit, "startup_timeout_s": int(opt("startup_timeout_s")), "block_network": bool(opt("block_network")), "transport": transport,
                  "correctness_gpu": check_gpu, "build_cpu": float(opt("build_cpu")),
                  "build_memory_mib": int(opt("build_memory_mib")),
                  "quiet": bool(opt("quiet")) or os.environ.get("KFORGE_QUIET", "") not in ("", "0"),
@@ -311,7 +312,7 @@ _DEFAULTS: dict[str, Any] = {
     # PyPI's torch 2.11.0 wheel is the cu130 build and pins triton 3.6.0: no extra index is needed.
     "torch_index_url": "",
     "est_seconds_per_candidate": 45.0, "est_container_start_s": 60.0,
-    "block_network": True, "transport": "auto", "correctness_gpu": "", "build_cpu": 8.0, "build_memory_mib": 16384,
+    "startup_timeout_s": 600, "block_network": True, "transport": "auto", "correctness_gpu": "", "build_cpu": 8.0, "build_memory_mib": 16384,
     "quiet": False, "est_build_seconds": 90.0, "est_correct_fraction": 0.5,
 }
 
@@ -367,8 +368,11 @@ class ModalExecutor(Executor):
                "allow_fallback = true", item_type=str),
         Option("allow_fallback", bool, False, "accept a GPU list (throughput over comparability); each result "
                "records the GPU that ran it"),
-        Option("timeout_s", int, _DEFAULTS["timeout_s"], "Modal timeout for one call (one candidate, including a "
-               "cold container start); the judge's own per-candidate timeouts act first", minimum=10),
+        Option("timeout_s", int, _DEFAULTS["timeout_s"], "Modal timeout for one attempt of a call (one candidate; "
+               "scheduling and the container's start excluded, restarted on each retry); the judge's own "
+               "per-candidate timeouts act first", minimum=10),
+        Option("startup_timeout_s", int, _DEFAULTS["startup_timeout_s"], "Modal startup_timeout: a container's "
+               "start (the judge, CUDA, the transport self-test), apart from timeout_s", minimum=10),
         Option("max_containers", int, _DEFAULTS["max_containers"], "concurrency cap: most containers (and calls in "
                "flight) at once", minimum=1),
         Option("retries", int, _DEFAULTS["retries"], "Modal retries per call, for infrastructure faults only "

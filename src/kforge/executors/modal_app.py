@@ -178,8 +178,12 @@ class ContainerJudge:
                 res = self._refuse(req, crashed, status=P.RUNTIME_ERROR, guard="container_crash")
                 self.ledger.end(key, "answered")
                 return res.to_dict()
+        reload_error = None
         if str(req.build_env.get("TORCH_EXTENSIONS_DIR", "")).startswith(CACHE_MOUNT + "/"):
-            self.reload()  # the CPU tier committed this build from another container
+            try:
+                self.reload()  # the CPU tier committed this build from another container
+            except Exception as exc:  # noqa: BLE001 - e.g. open files on the Volume: the sandbox then builds it
+                reload_error = f"{type(exc).__name__}: {exc}"[:300]
         try:
             result = self.judge.evaluate(req)
         except Exception:  # a dying container (a BaseException, or no exception at all) leaves it "running"
@@ -187,6 +191,8 @@ class ContainerJudge:
                 self.ledger.end(key, "raised")  # Modal's Retries takes it from here: not a crash
             raise
         self._annotate(result)
+        if reload_error:
+            result.flags.append(f"volume_reload_failed: {reload_error}")
         broken = self.probe()
         if self.ledger is not None and key:
             self.ledger.end(key, "raised" if broken is not None else "answered")
@@ -453,8 +459,10 @@ def class_options(settings: ModalSettings, gpu: str | list[str] | None = None) -
     return {
         "image": build_image(settings.image),
         "gpu": gpu if gpu is not None else settings.gpu_request(),
-        # Per attempt, container start excluded; it restarts on each retry.
+        # Per attempt, scheduling excluded; it restarts on each retry. The container's start (@modal.enter:
+        # the judge, CUDA, the transport's self-test) has its own limit.
         "timeout": settings.timeout_s,
+        "startup_timeout": settings.startup_timeout_s,
         # Modal retries an input when the function raises or times out; ours raises only when the judge
         # itself broke, so a candidate's own failure is never retried. A lost container is rescheduled
         # outside Retries: AttemptLedger bounds that.
