@@ -138,3 +138,15 @@ def test_on_a_gpu_each_transport_judges_and_auto_prefers_ipc(mode: str, tmp_path
         assert result.versions["transport"]["mode"] == expected
     finally:
         judge.close()
+
+
+def test_the_local_executor_passes_the_recipe_transport_and_the_environment_wins(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from kforge.executors.local import JudgeWorker, LocalExecutor
+
+    monkeypatch.delenv(wire.TRANSPORT_ENV, raising=False)
+    assert JudgeWorker(0, None, None, transport="host").environment()[wire.TRANSPORT_ENV] == "host"
+    assert wire.TRANSPORT_ENV not in JudgeWorker(0, None, None).environment()
+    monkeypatch.setenv(wire.TRANSPORT_ENV, "cuda_ipc")
+    assert JudgeWorker(0, None, None, transport="host").environment()[wire.TRANSPORT_ENV] == "cuda_ipc"
+    assert {o.name: o for o in LocalExecutor.options}["transport"].choices == ("auto", "cuda_ipc", "host")
