@@ -72,6 +72,8 @@ def relu_builder_double(outcomes: dict[str, dict[str, Any]], jobs: list[dict[str
         async def _remote(self, job: dict[str, Any]) -> dict[str, Any]:
             jobs.append(job)
             await asyncio.sleep(0.05)
+            if job["source"] not in outcomes:
+                raise ConnectionError("no CPU containers")
             return outcomes[job["source"]]
 
         def __init__(self) -> None:
@@ -83,7 +85,8 @@ def relu_builder_double(outcomes: dict[str, dict[str, Any]], jobs: list[dict[str
 def test_the_executor_sends_compiled_candidates_to_the_build_tier_first(tmp_path: Path, container_env,
                                                                        make_request, candidates) -> None:
     """A build that fails is the candidate's compile_error, decided without a GPU container; the same
-    source is built once per run; a built candidate reaches the judge with the build's environment."""
+    source is built once per run; a built candidate reaches the judge with the build's environment; a
+    build tier that fails leaves the build to the sandbox, flagged."""
     container_env()
     broken = "from torch.utils.cpp_extension import load_inline\nload_inline(name='x', cpp_sources='oops')\n"
     built = candidates["solution"] + "\n# from torch.utils.cpp_extension import load_inline; load_inline(\n"
@@ -108,22 +111,25 @@ def test_the_executor_sends_compiled_candidates_to_the_build_tier_first(tmp_path
         await executor.start(tmp_path / "run" / "logs")
         try:
             reqs = [make_request(broken, "broken", backend="cuda"), make_request(built, "built", backend="cuda"),
-                    make_request(built, "built-again", backend="cuda")]
+                    make_request(built, "built-again", backend="cuda"),
+                    make_request(built + "\n", "tier-down", backend="cuda")]
             return list(await asyncio.gather(*(executor.evaluate(r) for r in reqs)))
         finally:
             await executor.shutdown()
 
     try:
-        broken_res, built_res, again_res = asyncio.run(go())
+        broken_res, built_res, again_res, down_res = asyncio.run(go())
     finally:
         fake.close()
     assert broken_res.status == P.COMPILE_ERROR and broken_res.guard == "compile" and "oops" in broken_res.error
     assert "compile_stage" in broken_res.flags and "broken" not in fake.spawned  # no GPU container for it
-    assert len(jobs) == 2 and {j["arch"] for j in jobs} == {"9.0a"}  # one build per source; H100's arch
+    assert len(jobs) == 3 and {j["arch"] for j in jobs} == {"9.0a"}  # one build per source; H100's arch
     assert built_res.status == P.CORRECT and "prebuilt" in built_res.flags and built_res.durations_s["build"] == 2.0
     assert again_res.status == P.CORRECT
-    assert {r["request_id"]: r["build_env"]["TORCH_CUDA_ARCH_LIST"] for r in seen} == {"built": "9.0a",
-                                                                                       "built-again": "9.0a"}
+    assert {r["request_id"]: r["build_env"]["TORCH_CUDA_ARCH_LIST"] for r in seen
+            if r["build_env"]} == {"built": "9.0a", "built-again": "9.0a"}
+    assert down_res.status == P.CORRECT and "prebuilt" not in down_res.flags
+    assert any(f.startswith("build_tier_failed: ConnectionError: no CPU containers") for f in down_res.flags)
 
 
 def test_the_correctness_tier_runs_first_and_only_correct_candidates_are_timed(

@@ -489,7 +489,7 @@ class ModalExecutor(Executor):
     # -- Executor -------------------------------------------------------------------------------
     def describe(self, candidates: int | None = None, backend: str | None = None) -> dict[str, Any]:
         s = self.settings
-        builds = backend in COMPILED_BACKENDS
+        builds = backend in COMPILED_BACKENDS or backend == "auto"  # auto: some candidates may be CUDA
         arch = s.build_arch()
         plan = [
             *([f"build: CUDA/CUTLASS candidates compile in CPU-only containers ({s.build_cpu:g} cores) into the "
@@ -558,7 +558,9 @@ class ModalExecutor(Executor):
             request.build_env = dict(build.get("env") or {})
         async with self._slots:
             result = await self._judge_tiers(request)
-        if build:
+        if build.get("build_error"):  # the tier itself failed: the sandbox built the candidate instead
+            result.flags.append(f"build_tier_failed: {build['build_error'][:200]}")
+        elif build:
             result.durations_s["build"] = float(build.get("seconds") or 0.0)
             result.flags.append("build_cached" if build.get("cached") else "prebuilt")
         return result
