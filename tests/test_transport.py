@@ -150,3 +150,30 @@ def test_the_local_executor_passes_the_recipe_transport_and_the_environment_wins
     monkeypatch.setenv(wire.TRANSPORT_ENV, "cuda_ipc")
     assert JudgeWorker(0, None, None, transport="host").environment()[wire.TRANSPORT_ENV] == "cuda_ipc"
     assert {o.name: o for o in LocalExecutor.options}["transport"].choices == ("auto", "cuda_ipc", "host")
+
+
+def test_a_strided_cuda_tensor_staged_through_host_declares_its_extent() -> None:
+    """``host`` rebuilds a non-contiguous CUDA tensor's strides on arrival (as ``cuda_ipc`` keeps them), so
+    its header is capped by its strided extent, like an IPC header: a tiny shape with a huge stride is
+    refused before anything is allocated."""
+    header = {"__kind__": "tensor", "file": "t.bin", "dtype": "float32", "shape": [2, 2], "device": "cuda",
+              "contiguous": False, "stride": [1 << 30, 1]}
+    assert wire.declared_bytes(header) == ((1 << 30) + 2) * 4
+    assert wire.declared_bytes({**header, "device": "cpu"}) == 16  # CPU tensors arrive contiguous, as before
+    assert wire.declared_bytes({**header, "contiguous": True}) == 16
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["host", "cuda_ipc"])
+def test_on_a_gpu_a_strided_tensor_keeps_its_strides_both_ways(mode: str, tmp_path: Path) -> None:
+    device = torch.device("cuda", 0)
+    sb = Sandbox(device, tmp_path, transport=mode)
+    try:
+        sb.wait_ready(300)
+        x = torch.arange(64 * 48, dtype=torch.float32, device=device).reshape(64, 48).t()[3:17]
+        reply = sb.call({"cmd": "echo"}, 120, tensors={"inputs": [x]})
+        [back] = sb.chan.decode(reply["outputs"], device)
+    finally:
+        sb.kill()
+    expected = x * 2 + 1
+    assert torch.equal(back, expected) and back.stride() == expected.stride() and back.is_cuda

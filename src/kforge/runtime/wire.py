@@ -108,9 +108,9 @@ def declared_bytes(obj: Any) -> int:
     a tiny shape with an enormous stride would otherwise allocate the stride's worth.
     """
     kind = obj.get("__kind__") if isinstance(obj, dict) else None
-    if kind == "tensor":
+    if kind == "tensor" and not _restrided(obj):
         return _dense_bytes(obj["shape"], obj["dtype"])
-    if kind == "cuda_ipc":
+    if kind in ("cuda_ipc", "tensor"):
         shape, stride = [int(s) for s in obj["shape"]], [int(s) for s in obj["stride"]]
         dense = _dense_bytes(shape, obj["dtype"])
         if not shape or dense == 0:
@@ -124,6 +124,12 @@ def declared_bytes(obj: Any) -> int:
     if kind == "dict":
         return sum(declared_bytes(x) for x in obj["items"].values())
     return 0
+
+
+def _restrided(obj: dict[str, Any]) -> bool:
+    """A CUDA tensor staged through host memory (the ``host`` transport) that was not contiguous: the
+    receiver rebuilds its strides, as ``cuda_ipc`` would have kept them."""
+    return obj.get("device") == "cuda" and obj.get("contiguous") is False and isinstance(obj.get("stride"), list)
 
 
 class Channel:
@@ -273,6 +279,10 @@ class Channel:
             else:
                 t = torch.from_file(str(path), shared=False, size=nbytes, dtype=torch.uint8).view(dtype).reshape(shape)
             path.unlink(missing_ok=True)
+            if _restrided(obj) and device is not None and torch.device(device).type == "cuda":
+                out = torch.empty_strided(t.shape, tuple(int(x) for x in obj["stride"]), dtype=dtype, device=device)
+                out.copy_(t)
+                return out
             return t.to(device) if device is not None else t
         if kind in ("list", "tuple"):
             items = [self._decode(x, device) for x in obj["items"]]
