@@ -154,8 +154,13 @@ class Engine:
         }
 
     def _describe_executor(self) -> dict[str, Any]:
+        import inspect
+
         try:
-            return {"plan": self.executor.describe()}
+            # An executor that can price the whole run gets its budget and backend (the modal executor).
+            params = inspect.signature(self.executor.describe).parameters
+            hints = {"candidates": self.recipe.tables["budget"].get("candidates"), "backend": self.backend.name}
+            return {"plan": self.executor.describe(**{k: v for k, v in hints.items() if k in params})}
         except Exception as exc:  # noqa: BLE001 - a dry run reports what it could not plan
             return {"plan": f"unavailable: {exc}"}
 

@@ -8,8 +8,11 @@ and on the FunctionCall it returns ``.object_id``, ``.get.aio()`` and ``.cancel.
   it (only ``cancel`` does);
 - calls wait for a free container (``max_containers``); a container is created on demand and keeps
   serving until it is lost or retires (``stop_fetching_inputs``);
-- an input whose function raises, or whose container is lost, is retried up to ``max_retries`` times
-  (``modal.Retries``), each time on a healthy container; after that ``get`` raises the last error;
+- an input whose function raises is retried up to ``max_retries`` times (``modal.Retries``), each time on
+  a healthy container; after that ``get`` raises the last error;
+- an input whose container is lost (preempted before it ran: ``lose_container``; killed while it ran:
+  ``crash_container``) is rescheduled outside ``Retries``, until a crash limit (``max_reschedules``,
+  standing for Modal's crash-rate threshold) fails it;
 - ``from_id`` finds any call this "service" knows, including ones spawned by an earlier process.
 
 The container function is the real one (:class:`ContainerJudge` around a real CPU judge), run in a
@@ -37,6 +40,23 @@ class Aio:
 
 class ContainerLost(Exception):
     """The fake's infrastructure fault: the container was preempted or died under the input."""
+
+
+class ContainerDied(BaseException):
+    """The container's process dies in the middle of an input (nothing in it runs after this)."""
+
+
+class _Dying:
+    """A judge whose container dies while it judges."""
+
+    def __init__(self, rid: str, judge: Any) -> None:
+        self.rid, self.judge = rid, judge  # the real one: its processes are cleaned up with the container
+
+    def evaluate(self, req: Any) -> Any:
+        raise ContainerDied(f"container killed while judging {self.rid}")
+
+    def close(self) -> None:
+        self.judge.close()
 
 
 class CallCancelled(Exception):
@@ -75,12 +95,16 @@ class FakeCall:
 class FakeModal:
     def __init__(self, container_factory: Callable[[Callable[[], None]], Any], *, max_containers: int = 2,
                  max_retries: int = 2, delays: dict[str, float] | None = None,
-                 lose_container: dict[str, int] | None = None) -> None:
+                 lose_container: dict[str, int] | None = None, crash_container: dict[str, int] | None = None,
+                 max_reschedules: int = 6) -> None:
         self.container_factory = container_factory
         self.max_containers = max_containers
         self.max_retries = max_retries
         self.delays = dict(delays or {})  # request id -> seconds queued before it runs (a cold start, say)
         self.lose_container = dict(lose_container or {})  # request id -> attempts that lose their container
+        self.crash_container = dict(crash_container or {})  # request id -> attempts whose container dies mid-way
+        self.max_reschedules = max_reschedules
+        self.reschedules: collections.Counter[str] = collections.Counter()
         self.calls: dict[str, FakeCall] = {}
         self.spawned: list[str] = []  # request ids, in spawn order
         self.finished: list[str] = []  # request ids, in completion order
@@ -115,16 +139,28 @@ class FakeModal:
             self._slots = asyncio.Semaphore(self.max_containers)
         await asyncio.sleep(self.delays.get(rid, 0.0))
         last: BaseException | None = None
-        for _attempt in range(1 + self.max_retries):
+        failures = 0
+        while failures <= self.max_retries:
             self.attempts[rid] += 1
             async with self._slots:
                 container = self._idle.pop() if self._idle else self._new_container()
+                lost = self.lose_container.get(rid, 0) >= self.attempts[rid]
+                if self.crash_container.get(rid, 0) >= self.attempts[rid]:
+                    container.judge = _Dying(rid, container.judge)
                 try:
-                    if self.lose_container.get(rid, 0) >= self.attempts[rid]:
-                        raise ContainerLost(f"container lost under {rid} (attempt {self.attempts[rid]})")
+                    if lost:
+                        raise ContainerDied(f"container lost under {rid} (attempt {self.attempts[rid]})")
                     result = await asyncio.to_thread(container.evaluate, request)
+                except ContainerDied as exc:  # rescheduled outside Retries, up to the crash limit
+                    self.errors.append((rid, f"ContainerLost: {exc}"))
+                    self._drop(container, dead=True)
+                    self.reschedules[rid] += 1
+                    if self.reschedules[rid] > self.max_reschedules:
+                        raise ContainerLost(f"{exc}; Modal stopped rescheduling the input") from None
+                    continue
                 except Exception as exc:  # noqa: BLE001 - Modal retries whatever the function raised
                     last = exc
+                    failures += 1
                     self.errors.append((rid, f"{type(exc).__name__}: {exc}"))
                     self._drop(container)
                     continue
@@ -150,9 +186,14 @@ class FakeModal:
         self._all.append(container)
         return container
 
-    def _drop(self, container: Any) -> None:
+    def _drop(self, container: Any, dead: bool = False) -> None:
         if container in self._idle:
             self._idle.remove(container)
+        if dead and container in self._all:  # a dead container's processes are gone
+            self._all.remove(container)
+            close = getattr(container, "close", None)
+            if close is not None:
+                close()
 
     def close(self) -> None:
         for container in self._all:

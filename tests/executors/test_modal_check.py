@@ -73,3 +73,54 @@ def test_modal_check_is_a_kforge_command_once_wired(kforge_cli, offline_env: dic
         pytest.skip("`kforge modal` is not wired into cli.py yet")
     proc = kforge_cli("modal", "check", env=offline_env, timeout=60)
     assert proc.returncode == 3 and "modal token new" in proc.stderr
+
+
+def test_image_check_stops_at_an_unconfigured_modal(offline_env: dict[str, str], tmp_path: Path) -> None:
+    """--image builds nothing (and spends nothing) until Modal is configured and reachable."""
+    proc = _check(["--image", "--json", "--log-dir", str(tmp_path / "logs")], offline_env)
+    assert proc.returncode == 3, proc.stderr
+    report = json.loads(proc.stdout)
+    assert "image" not in report and "modal token new" in report["message"]
+    assert not (tmp_path / "logs").exists()
+
+
+def test_image_check_judges_the_known_good_candidates(tmp_path: Path, container_env) -> None:
+    """The --image body with the App replaced by FakeModal running the real container judge on the CPU
+    (the CUDA candidate needs a GPU: only the Triton one here)."""
+    pytest.importorskip("torch")
+    from modal_doubles import FakeModal
+
+    from kforge.executors.modal_app import ContainerJudge
+
+    container_env()
+    fakes: list[FakeModal] = []
+
+    def bind(executor) -> None:
+        fake = FakeModal(lambda retire: ContainerJudge.start(device="cpu", retire=retire), max_containers=1)
+        fakes.append(fake)
+        executor.bind(fake, fake.from_id)
+
+    try:
+        code, report = modal_cmd.check_image({}, tmp_path, bind=bind, backends=("triton",))
+    finally:
+        for fake in fakes:
+            fake.close()
+    assert code == 0, report
+    [cand] = report["candidates"]
+    assert cand["backend"] == "triton" and cand["status"] == "correct" and cand["transport"] == "host"
+    assert "known-good candidates passed" in report["message"]
+
+    def refuse(executor) -> None:
+        class Down:
+            async def _spawn(self, request):
+                raise ConnectionError("Modal is down")
+
+        from modal_doubles import Aio
+
+        down = Down()
+        down.spawn = Aio(down._spawn)  # type: ignore[attr-defined]
+        executor.bind(down, lambda call_id: None)
+
+    code, report = modal_cmd.check_image({}, tmp_path, bind=refuse, backends=("triton",))
+    assert code == 3 and "did not pass" in report["message"] and "Modal is down" in report["message"]
+    assert str(tmp_path / "modal.log") in report["message"]

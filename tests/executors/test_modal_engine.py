@@ -25,7 +25,7 @@ FAKES: list[FakeModal] = []
 
 
 class FakeBackedModalExecutor(ModalExecutor):
-    async def _connect(self) -> None:
+    async def _connect(self, log_path: Path | None = None) -> None:
         fake = FakeModal(lambda retire: ContainerJudge.start(device="cpu", retire=retire),
                          max_containers=self.settings.max_containers, max_retries=self.settings.retries)
         FAKES.append(fake)

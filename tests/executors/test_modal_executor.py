@@ -134,19 +134,41 @@ def test_resumed_run_reattaches_to_saved_calls(tmp_path: Path, container_env, ma
     assert calls["c0002"]["call_id"] != "fc-expired" and calls["c0002"]["state"] == "done"
 
 
-def test_infrastructure_faults_are_retried_candidate_failures_never(tmp_path: Path, container_env, make_request,
-                                                                    candidates) -> None:
+class VolumeDouble:
+    """A mounted Volume's reload() and commit(), counted (the files are a tmp folder)."""
+
+    def __init__(self) -> None:
+        self.reloads = self.commits = 0
+
+    def reload(self) -> None:
+        self.reloads += 1
+
+    def commit(self) -> None:
+        self.commits += 1
+
+
+def test_lost_containers_are_rescheduled_and_a_candidate_that_crashes_two_is_its_own_fault(
+        tmp_path: Path, container_env, make_request, candidates) -> None:
+    """Modal's semantics: a lost container is rescheduled outside Retries. The attempt ledger (on the
+    Volume: here a folder shared by every container) answers a candidate whose containers died under it
+    twice as its own fault, the third time, instead of letting it crash another container."""
     container_env()
-    lost_once = make_request(candidates["solution"], "lost-once")  # preempted once, then judged
-    crashing = make_request(candidates["crash"], "crashing")  # the candidate segfaults: a result
-    lost_always = make_request(candidates["solution"], "lost-always")  # every container dies under it
-    fake = FakeModal(cpu_container, max_containers=2, max_retries=1,
-                     lose_container={"lost-once": 1, "lost-always": 99})
+    volume = VolumeDouble()
+
+    def containers(retire: Callable[[], None]) -> ContainerJudge:
+        return ContainerJudge.start(device="cpu", retire=retire, volume=volume, attempts_dir=tmp_path / "attempts")
+
+    lost_once = make_request(candidates["solution"], "lost-once")  # preempted once before it ran, then judged
+    crashing = make_request(candidates["crash"], "crashing")  # the candidate segfaults its sandbox: a result
+    killer = make_request(candidates["solution"], "killer")  # every container dies while judging it
+    lost_always = make_request(candidates["solution"], "lost-always")  # never gets a container that lives
+    fake = FakeModal(containers, max_containers=2, max_retries=1, max_reschedules=3,
+                     lose_container={"lost-once": 1, "lost-always": 99}, crash_container={"killer": 99})
 
     async def go() -> dict[str, P.EvalResult]:
         executor = await started(tmp_path, fake)
         try:
-            done = await asyncio.gather(*(executor.evaluate(r) for r in (lost_once, crashing, lost_always)))
+            done = await asyncio.gather(*(executor.evaluate(r) for r in (lost_once, crashing, killer, lost_always)))
         finally:
             await executor.shutdown()
         return {r.request_id: r for r in done}
@@ -157,11 +179,19 @@ def test_infrastructure_faults_are_retried_candidate_failures_never(tmp_path: Pa
         fake.close()
     assert results["lost-once"].status == P.CORRECT and fake.attempts["lost-once"] == 2
     assert results["crashing"].status == P.RUNTIME_ERROR and fake.attempts["crashing"] == 1
+    killed = results["killer"]
+    assert killed.status == P.RUNTIME_ERROR and killed.guard == "container_crash"
+    assert fake.attempts["killer"] == 3 and fake.reschedules["killer"] == 2  # two crashes, then answered
+    assert "2 containers were lost" in (killed.error or "") and "ta-test" in (killed.error or "")
+    assert killed.versions["image"]["torch"]  # recorded like any result
     failed = results["lost-always"]
-    assert failed.status == P.INFRA_ERROR and fake.attempts["lost-always"] == 2  # 1 + max_retries
-    assert "failed after 1 retries" in (failed.error or "") and "ContainerLost" in (failed.error or "")
+    assert failed.status == P.INFRA_ERROR and fake.reschedules["lost-always"] == 4  # past max_reschedules
+    assert "ContainerLost" in (failed.error or "") and "may never have been retried" in (failed.error or "")
+    assert "retries:" not in (failed.error or "") and "after 1 retries" not in (failed.error or "")
     assert failed.versions["modal"]["call_id"] == ledger(tmp_path)["lost-always"]["call_id"]
     assert ledger(tmp_path)["lost-always"]["state"] == "failed"
+    # committed at each begin and end (the killer: two begins, then the refusal's end), reloaded at each begin
+    assert volume.commits == 7 and volume.reloads == 5
 
 
 def test_a_broken_judge_retires_its_container_and_the_candidate_is_judged_again(

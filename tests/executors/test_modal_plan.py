@@ -23,10 +23,13 @@ def test_describe_prints_the_plan() -> None:
     assert plan["app"] == "kforge" and plan["gpu"] == "H100!" and plan["gpu_policy"].startswith("pinned")
     image = plan["image"]
     assert image["base"].startswith("nvidia/cuda:") and "-devel-" in image["base"]
-    assert set(image["pins"]) == {"torch", "triton", "numpy"} and image["cutlass_headers"]
+    assert set(image["pins"]) == {"torch", "triton", "numpy", "ninja"} and image["cutlass_headers"]
+    assert image["torch_index_url"] is None and image["index_strategy"] == "PyPI only"
     assert "add_local_python_source" in image["kforge"]
     assert plan["fan_out"]["max_containers"] == 6 and "no batch barrier" in plan["fan_out"]["results"]
-    assert plan["retries"]["for"].startswith("infrastructure faults only")
+    assert plan["retries"]["for"].startswith("raised exceptions and timeouts")
+    assert plan["timeout_s"]["per_attempt"] == 1800 and "restarts on each retry" in plan["timeout_s"]["note"]
+    assert plan["container"]["block_network"] is True and plan["container"]["memory_mib"] == [16384, 32768]
     cost = plan["estimated_cost"]
     per_s = GPU_USD_PER_HOUR["H100"] / 3600
     assert cost["usd"] == round(100 * 30.0 * per_s + 6 * (40.0 + 20) * per_s, 2)
@@ -145,3 +148,27 @@ def test_the_real_modal_client_builds_that_image(monkeypatch) -> None:
     monkeypatch.syspath_prepend(str(REPO / "plugins" / "kforge-cutlass" / "src"))
     image = build_image(ModalSettings.from_options({}).image)
     assert isinstance(image, modal.Image)
+
+
+def test_the_dry_run_prices_the_whole_run_under_its_budget(modal_registry) -> None:
+    """budget.candidates reaches the estimate; the tiers (CPU builds, a correctness GPU) are priced."""
+    from kforge.engine import Engine
+    from kforge.recipe import load_recipe
+
+    recipe = load_recipe(MODAL_RECIPE, registry=modal_registry)
+    plan = Engine(recipe, registry=modal_registry).plan()["executor"]["plan"]
+    cost = plan["estimated_cost"]
+    per_s = GPU_USD_PER_HOUR["H100"] / 3600
+    assert cost["candidates"] == 40 and cost["usd"] == round(40 * 45 * per_s + 8 * (60 + 60) * per_s, 2)
+    assert not any(t.startswith("build:") for t in plan["tiers"])  # a Triton run builds nothing ahead
+    tiered = ModalExecutor(correctness_gpu="L4", est_correct_fraction=0.25).describe(candidates=10, backend="cuda")
+    by_tier = tiered["estimated_cost"]["usd_per_candidate_by_tier"]
+    assert set(by_tier) == {"correctness", "timing", "build"}
+    assert by_tier["correctness"] == round(45 * GPU_USD_PER_HOUR["L4"] / 3600, 4)
+    assert by_tier["timing"] == round(0.25 * 45 * per_s, 4)
+    assert [t.split(":")[0] for t in tiered["tiers"]] == ["build", "correctness", "timing"]
+    assert "TORCH_CUDA_ARCH_LIST=8.9;9.0a" in tiered["tiers"][0]  # built for both GPUs that load it
+    with pytest.raises(RecipeError, match="memory_limit_mib"):
+        ModalSettings.from_options({"memory_mib": 8192, "memory_limit_mib": 4096})
+    with pytest.raises(RecipeError, match="transport"):
+        ModalSettings.from_options({"transport": "shm"})

@@ -1,4 +1,5 @@
-"""``kforge modal check``: is Modal installed, configured (a token) and reachable?
+"""``kforge modal check``: is Modal installed, configured (a token) and reachable? With ``--image``: build
+the image and judge known-good candidates end to end on Modal (the first command to run with credentials).
 
 The report goes to stdout (``--json`` for scripts); the verdict to stderr. Exit codes: 0 ready, 2 the
 Modal client is not installed, 3 not configured or not reachable (offline, a firewall, a rejected
@@ -12,6 +13,7 @@ import json
 import os
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import click
@@ -95,6 +97,64 @@ def check_modal(timeout_s: float = 10.0) -> tuple[int, dict[str, Any]]:
     return EXIT_NOT_READY, report
 
 
+def image_requests(backends: tuple[str, ...] = ("triton", "cuda")) -> list[Any]:
+    """The known-good candidates ``--image`` judges: the relu problem's shipped solutions (the CUDA one goes
+    through the CPU build tier: nvcc, ninja, the Volume), at the small shape, with a short timing."""
+    from kforge.problems import builtin_problems
+    from kforge.runtime import protocol as P
+
+    relu = {p.id: p for p in builtin_problems()}["relu"]
+    solutions = relu.solutions()
+    return [P.EvalRequest(request_id=f"modal-check-{b}", problem_id=relu.id, problem_source=relu.source,
+                          candidate_source=solutions[b].read_text(), backend=b, shape_name="small",
+                          shape=relu.shape("small"), dtype=relu.dtype, trials=2, min_samples=5, max_samples=20,
+                          max_timing_s=2.0, compile_timeout_s=600, run_timeout_s=60)
+            for b in backends if b in solutions]
+
+
+def check_image(options: dict[str, Any], log_dir: Path, bind: Any = None,
+                backends: tuple[str, ...] = ("triton", "cuda")) -> tuple[int, dict[str, Any]]:
+    """Start the modal executor (building the image, its output streamed and kept in ``log_dir``), judge
+    :func:`image_requests` and report. ``bind(executor)`` may bind doubles instead of starting the App."""
+    import asyncio
+
+    from kforge.executors.modal import ModalExecutor
+    from kforge.runtime import protocol as P
+
+    executor = ModalExecutor(**{**options, "detach": False})
+    if bind is not None:
+        bind(executor)
+    report: dict[str, Any] = {"log": str(log_dir / "modal.log"), "candidates": []}
+
+    async def go() -> list[Any]:
+        await executor.start(log_dir)
+        try:
+            return list(await asyncio.gather(*(executor.evaluate(r) for r in image_requests(backends))))
+        finally:
+            await executor.shutdown()
+
+    try:
+        results = asyncio.run(go())
+    except Exception as exc:  # noqa: BLE001 - the image did not build or the App did not start
+        report["message"] = f"{exc}"
+        return EXIT_NOT_READY, report
+    for res in results:
+        report["candidates"].append({
+            "backend": res.request_id.rsplit("-", 1)[-1], "status": res.status, "device": res.device,
+            "error": (res.error or "")[:600] or None, "transport": (res.versions.get("transport") or {}).get("mode"),
+            "installed": (res.versions.get("image") or {}).get("installed"), "flags": res.flags,
+            "seconds": res.durations_s.get("total")})
+    bad = [c for c in report["candidates"] if c["status"] != P.CORRECT]
+    if bad:
+        report["message"] = ("known-good candidates did not pass on Modal: "
+                             + "; ".join(f"{c['backend']}: {c['status']} {c['error'] or ''}".strip() for c in bad)
+                             + f" (Modal's output: {report['log']})")
+        return EXIT_NOT_READY, report
+    report["message"] = (f"the image builds and {len(results)} known-good candidates passed on "
+                         f"{results[0].device if results else '?'}: the modal executor is ready")
+    return EXIT_OK, report
+
+
 @click.group("modal")
 def modal_group() -> None:
     """Modal: check the setup the modal executor needs."""
@@ -104,9 +164,37 @@ def modal_group() -> None:
 @click.option("--timeout", "timeout_s", type=float, default=10.0, show_default=True,
               help="Seconds to wait for Modal's server to answer.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
-def check(timeout_s: float, as_json: bool) -> None:
-    """Say whether Modal is installed, configured (a token) and reachable from here."""
+@click.option("--image", "image", is_flag=True,
+              help="Also build the image and judge known-good Triton and CUDA candidates on Modal (costs a few cents).")
+@click.option("--recipe", "recipe_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="With --image: take the [executor] table (GPU, image pins) from this recipe.")
+@click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/modal-check"),
+              show_default=True, help="With --image: where Modal's output (the image build's log) is kept.")
+@click.option("--quiet", is_flag=True, help="With --image: don't stream Modal's output (it is still logged).")
+def check(timeout_s: float, as_json: bool, image: bool, recipe_path: Path | None, log_dir: Path, quiet: bool) -> None:
+    """Say whether Modal is installed, configured (a token) and reachable from here; with --image, whether
+    the image builds and judges known-good candidates end to end."""
     code, report = check_modal(timeout_s)
+    if image and code == EXIT_OK:
+        options: dict[str, Any] = {}
+        if recipe_path is not None:
+            from kforge.options import RecipeError
+            from kforge.recipe import load_recipe
+
+            try:
+                table = dict(load_recipe(recipe_path).tables["executor"])
+            except RecipeError as exc:
+                click.echo(f"Error: {exc}", err=True)
+                sys.exit(2)
+            if table.pop("name", "modal") != "modal":
+                click.echo(f"Error: {recipe_path} does not use the modal executor", err=True)
+                sys.exit(2)
+            options = {k: v for k, v in table.items() if v is not None}
+        if quiet:
+            options["quiet"] = True
+        log_dir.mkdir(parents=True, exist_ok=True)
+        code, report["image"] = check_image(options, log_dir)
+        report["message"] = report["image"]["message"]
     if as_json:
         click.echo(json.dumps(report))
     else:
@@ -120,6 +208,9 @@ def check(timeout_s: float, as_json: bool) -> None:
             click.echo(f"configured: {yes_no(report['configured'])}{where}")
         if report["configured"]:
             click.echo(f"reachable:  {yes_no(report['reachable'])} ({report.get('server_url')})")
+        for cand in (report.get("image") or {}).get("candidates", []):
+            click.echo(f"{cand['backend'] + ':':11} {cand['status']} on {cand['device']} "
+                       f"(transport {cand['transport']}, {cand['seconds']} s)")
         if report.get("warning"):
             click.echo(f"warning: {report['warning']}", err=True)
     click.echo(("" if code == EXIT_OK else "Error: ") + report["message"], err=True)

@@ -76,8 +76,9 @@ def gpu_memory_mib() -> list[int]:
 
 class JudgeWorker:
     def __init__(self, index: int, gpu: str | None, log_path: Path | None, sharing: int = 1,
-                 spares: int | None = None) -> None:
+                 spares: int | None = None, transport: str | None = None) -> None:
         self.index, self.gpu, self.log_path, self.sharing, self.spares = index, gpu, log_path, sharing, spares
+        self.transport = transport
         self.proc: asyncio.subprocess.Process | None = None
         self.info: dict[str, Any] = {}
         self.busy_s = 0.0
@@ -113,6 +114,8 @@ class JudgeWorker:
             env["KFORGE_JUDGES_PER_GPU"] = str(self.sharing)
         if self.spares is not None:
             env["KFORGE_SPARE_SANDBOXES"] = str(self.spares)
+        if self.transport and not os.environ.get("KFORGE_TRANSPORT"):  # the environment wins over the recipe
+            env["KFORGE_TRANSPORT"] = self.transport
         return env
 
     async def _readline(self) -> bytes:
@@ -173,6 +176,10 @@ class LocalExecutor(Executor):
         Option("compile_workers", int, None,
                "CPU processes building C++/CUDA extensions ahead of timing (default: the cores, less one "
                "per judge); 0 compiles inside the sandbox instead", minimum=0),
+        Option("transport", str, None, "how tensors travel between a judge and its sandboxes: 'cuda_ipc' (by "
+               "handle), 'host' (staged in shared host memory) or 'auto' (cuda_ipc if a self-test at judge "
+               "start passes, else host); default auto, or $KFORGE_TRANSPORT, which wins over the recipe",
+               choices=("auto", "cuda_ipc", "host")),
         Option("cache_dir", str, None, "the build cache (default: $KFORGE_CACHE_DIR, else "
                "~/.cache/kforge/build); `kforge cache` lists and prunes it"),
     )
@@ -224,7 +231,8 @@ class LocalExecutor(Executor):
             log_dir.mkdir(parents=True, exist_ok=True)
         devices = self.plan_devices()
         self.workers = [JudgeWorker(i, d, (log_dir / f"judge-{i}.log") if log_dir else None,
-                                    sharing=devices.count(d), spares=self.config.get("spare_sandboxes"))
+                                    sharing=devices.count(d), spares=self.config.get("spare_sandboxes"),
+                                    transport=self.config.get("transport"))
                         for i, d in enumerate(devices)]
         await asyncio.gather(*(w.start() for w in self.workers))
         self.compile_workers = self._plan_compile_workers(len(self.workers))

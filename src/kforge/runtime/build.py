@@ -179,6 +179,51 @@ def compile_excerpt(text: str, limit: int = 2500) -> str:
     return text if len(text) <= limit else text[: limit - 20] + "\n... (truncated)"
 
 
+def build_in_process(req: dict[str, Any], root: Path, key: str, timeout_s: float) -> dict[str, Any]:
+    """Build one candidate now, synchronously: ``python -m kforge.runtime.build`` with no GPU visible, its
+    whole process group killed past ``timeout_s`` (the entry is then removed). ``req`` holds ``source``,
+    ``entry``, ``arch`` and ``versions``. The outcome, with ``log_tail``. (Modal's CPU build tier; the
+    local executor runs the same process from its asyncio pool.)"""
+    import signal
+    import subprocess
+    import tempfile
+
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="kforge-build-") as work:
+        res_file = Path(work) / "result.json"
+        req_file = Path(work) / "request.json"
+        req_file.write_text(json.dumps({**req, "result": str(res_file)}))
+        env = dict(os.environ)
+        src_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = src_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["CUDA_VISIBLE_DEVICES"] = ""
+        with tempfile.TemporaryFile() as log:
+            proc = subprocess.Popen([sys.executable, "-m", "kforge.runtime.build", str(req_file)],
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True)
+            try:
+                proc.wait(timeout=timeout_s)
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                timed_out = True
+            log.seek(max(0, log.seek(0, os.SEEK_END) - 4000))
+            tail = log.read().decode(errors="replace")
+        if timed_out:
+            remove_entry(root, key)
+            return {"status": "timeout", "error": f"the build took longer than compile_timeout_s={timeout_s:g} s "
+                    "and was killed", "log_tail": tail}
+        try:
+            outcome = json.loads(res_file.read_text())
+        except (OSError, ValueError):
+            return {"status": "nobuild", "error": f"the build process exited with {proc.returncode}",
+                    "log_tail": tail}
+    outcome.setdefault("log_tail", tail)
+    return dict(outcome)
+
+
 # --------------------------------------------------------------------------------------------------
 def _run_build(req: dict[str, Any]) -> dict[str, Any]:
     """In the build process: import the candidate with its extensions directed into the cache entry."""

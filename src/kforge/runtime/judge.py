@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from kforge.runtime import gpulock
+from kforge.runtime import gpulock, wire
 from kforge.runtime import protocol as P
 from kforge.runtime.meta import ROOFLINE_MARGIN, roofline_floor_ms
 from kforge.runtime.problem import (
@@ -243,12 +243,20 @@ def reply_cap(*expected: Any) -> int:
 class Sandbox:
     """A started sandbox process with its channel and a bounded tail of its output."""
 
+    # Never handed to a candidate: the executor's credentials (Modal's identity token and API token,
+    # a generator's API key the orchestrator's environment holds). Matched on the variable's name.
+    SECRET_ENV = re.compile(r"^(MODAL_|AWS_|AZURE_|GOOGLE_APPLICATION_CREDENTIALS$)|(^|_)(TOKEN|SECRET|PASSWORD"
+                            r"|API_?KEY|CREDENTIALS?|PRIVATE_KEY|ACCESS_KEY)(_|$)", re.IGNORECASE)
+
     def __init__(self, device: torch.device, root: Path, memory_limit: int | None = None,
-                 lock_path: Path | None = None) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="sb-", dir=root))
+                 lock_path: Path | None = None, transport: str = "cuda_ipc") -> None:
+        # ``host``: tensors are staged in shared host memory (/dev/shm when roomy), the sandbox's folder.
+        staging = wire.staging_dir() if transport == "host" else None
+        self.transport = transport
+        self.dir = Path(tempfile.mkdtemp(prefix="sb-", dir=staging or root))
         j_read, s_write = os.pipe()
         s_read, j_write = os.pipe()
-        env = dict(os.environ)
+        env = self.environment()
         if device.type == "cpu":
             env["TRITON_INTERPRET"] = "1"
             # OpenMP workers sleep between parallel regions instead of spinning: the CPU time the judge
@@ -259,12 +267,12 @@ class Sandbox:
         env["PYTHONPATH"] = src_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kforge.runtime.sandbox", str(s_read), str(s_write), str(self.dir), str(device),
-             str(memory_limit or 0), str(lock_path or "")],
+             str(memory_limit or 0), str(lock_path or ""), transport],
             pass_fds=(s_read, s_write), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, cwd=self.dir, env=env, start_new_session=True)
         os.close(s_read)
         os.close(s_write)
-        self.chan = Channel(j_read, j_write, self.dir)
+        self.chan = Channel(j_read, j_write, self.dir, cuda_ipc=transport != "host")
         self._tail: collections.deque[bytes] = collections.deque()
         self._tail_bytes = 0
         self._drain = threading.Thread(target=self._read_output, daemon=True)
@@ -274,6 +282,31 @@ class Sandbox:
         # GPU memory it said it had reserved: the judge's breakdown of where time and memory go.
         self.stats: dict[str, list[float]] = {}
         self.peak_bytes = 0
+
+    @classmethod
+    def environment(cls) -> dict[str, str]:
+        """The sandbox's environment: the judge's, less every variable that names a credential."""
+        return {k: v for k, v in os.environ.items() if not cls.SECRET_ENV.search(k)}
+
+    def echo_check(self, device: torch.device, timeout: float, alloc: Any = contextlib.nullcontext) -> str | None:
+        """The transport's self-test on this (ready) sandbox: tensors on ``device`` (one strided, one
+        integer) go over, 2x+1 of each comes back; None if every value and device came back right."""
+        with alloc():
+            a = torch.arange(64 * 48, dtype=torch.float32, device=device).reshape(64, 48)
+            sent = [a, a.t()[3:17], torch.arange(-5, 1000, dtype=torch.int64, device=device)]
+        try:
+            reply = self.call({"cmd": "echo"}, timeout, tensors={"inputs": sent})
+            if not reply.get("ok"):
+                return str(reply.get("error") or "the sandbox refused the echo")[:500]
+            if any(not str(d).startswith(device.type) for d in reply.get("devices") or ["?"]):
+                return f"the sandbox received tensors on {reply.get('devices')}, not {device.type}"
+            back = self.chan.decode(reply["outputs"], device)
+        except Exception as exc:  # noqa: BLE001 - whatever broke, this transport does not work here
+            return f"{type(exc).__name__}: {exc}"[:500]
+        for k, (x, y) in enumerate(zip(sent, back)):
+            if y.device.type != device.type or y.dtype != x.dtype or not torch.equal(y, x * 2 + 1):
+                return f"tensor {k} came back wrong ({y.dtype} on {y.device})"
+        return None if len(back) == len(sent) else f"{len(back)} tensors came back, not {len(sent)}"
 
     def _read_output(self) -> None:
         assert self.proc.stdout is not None
@@ -442,7 +475,7 @@ class DeviceLock:
 
 class Judge:
     def __init__(self, device: str | None = None, workdir: str | Path | None = None, keep_spare: bool = True,
-                 spares: int | None = None) -> None:
+                 spares: int | None = None, transport: str | None = None) -> None:
         if device in (None, "auto"):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device if device != "cuda" else "cuda:0")
@@ -468,7 +501,6 @@ class Judge:
         self.sandbox_memory = sandbox_memory_limit(self.device.type)
         self._reapers: list[threading.Thread] = []  # threads waiting for killed sandboxes to exit
         self._spares: collections.deque[Sandbox] = collections.deque()
-        self._top_up()
         self._sysrand = random.SystemRandom()
         self._compile_cache: dict[tuple[Any, ...], Any] = {}
         self._plans: dict[tuple[Any, ...], dict[str, Any]] = {}  # memory plans, per problem and shape
@@ -479,6 +511,34 @@ class Judge:
         # sandbox can map hold nothing but its inputs (never a reference output).
         self._share_pool = torch.cuda.MemPool() if self.device.type == "cuda" and hasattr(torch.cuda, "MemPool") \
             else None
+        # How tensors travel to and from sandboxes, decided now by a self-test (an echo through a real
+        # sandbox, which then serves the first candidate) and recorded in every result.
+        self._self_test_s: dict[str, float] = {}
+        self.transport, record = wire.choose_transport(
+            transport or os.environ.get(wire.TRANSPORT_ENV) or "auto", self.device.type, self._transport_self_test)
+        self.info["transport"] = {**record, "self_test_s": self._self_test_s,
+                                  "staging": (wire.staging_dir() or "the judge's folder") if self.transport == "host"
+                                  else None}
+        if self.transport == "host":
+            self._share_pool = None
+        self._top_up()
+
+    def _transport_self_test(self, mode: str) -> str | None:
+        t0 = time.perf_counter()
+        sb = Sandbox(self.device, self.root, self.sandbox_memory, lock_path=self.lock.path, transport=mode)
+        try:
+            sb.wait_ready(timeout=300.0)  # it takes the GPU lock itself while it starts
+        except Exception as exc:  # noqa: BLE001 - a sandbox that can't start says so in its log
+            sb.kill()
+            raise RuntimeError(f"a sandbox did not start ({exc}): {sb.log_tail(1500)}") from exc
+        with self.lock.hold(exclusive=False):
+            problem = sb.echo_check(self.device, timeout=120.0, alloc=self._shared_alloc)
+        self._self_test_s[mode] = round(time.perf_counter() - t0, 3)
+        if problem is None:
+            self._spares.append(sb)  # passed: the first candidate's sandbox
+        else:
+            sb.kill()
+        return problem
 
     def _shared_alloc(self) -> Any:
         if self._share_pool is None:
@@ -508,7 +568,7 @@ class Judge:
             shutil.rmtree(self.root, ignore_errors=True)
 
     def _new_sandbox(self) -> Sandbox:
-        return Sandbox(self.device, self.root, self.sandbox_memory, lock_path=self.lock.path)
+        return Sandbox(self.device, self.root, self.sandbox_memory, lock_path=self.lock.path, transport=self.transport)
 
     def _take_sandbox(self) -> Sandbox:
         sb = self._spares.popleft() if self._spares else self._new_sandbox()  # the oldest: the likeliest ready
@@ -1409,7 +1469,11 @@ def serve() -> int:
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything else printed (problem code, libraries) goes to stderr
     device = os.environ.get("KFORGE_DEVICE", "auto")
-    judge = Judge(device=device)
+    try:
+        judge = Judge(device=device)
+    except (RuntimeError, ValueError) as exc:  # a transport that fails its self-test, a bad setting
+        proto.write(json.dumps({"type": "error", "error": f"the judge could not start: {exc}"}) + "\n")
+        return 3
     proto.write(json.dumps({"type": "hello", "info": judge.info, "pid": os.getpid()}) + "\n")
     try:
         for line in sys.stdin:

@@ -2,7 +2,8 @@
 
 It holds no reference outputs, no seeds and no statistics. It answers the judge's commands with raw
 data only (outputs, elapsed times), which the judge checks. Start it with
-``python -m kforge.runtime.sandbox READ_FD WRITE_FD PAYLOAD_DIR DEVICE [DATA_LIMIT_BYTES [GPU_LOCK_FILE]]``.
+``python -m kforge.runtime.sandbox READ_FD WRITE_FD PAYLOAD_DIR DEVICE [DATA_LIMIT_BYTES [GPU_LOCK_FILE
+[TRANSPORT]]]``, TRANSPORT being ``cuda_ipc`` (the default) or ``host`` (``kforge.runtime.wire``).
 """
 
 from __future__ import annotations
@@ -164,6 +165,7 @@ def main(argv: list[str]) -> int:
     read_fd, write_fd, payload_dir, device_name = int(argv[0]), int(argv[1]), argv[2], argv[3]
     data_limit = int(argv[4]) if len(argv) > 4 else 0
     lock_path = argv[5] if len(argv) > 5 else ""
+    transport = argv[6] if len(argv) > 6 else "cuda_ipc"
     sys.dont_write_bytecode = True
     import torch
 
@@ -173,7 +175,7 @@ def main(argv: list[str]) -> int:
     _exit_with_parent()
     if data_limit > 0:
         _limit_data(data_limit)
-    chan = Channel(read_fd, write_fd, payload_dir)
+    chan = Channel(read_fd, write_fd, payload_dir, cuda_ipc=transport != "host")
     device = torch.device(device_name)
     # Starting on the GPU (a CUDA context, the profiler's start-up) is GPU work of kforge's: under the
     # judges' per-GPU lock, taken shared, so it never overlaps another candidate's timing. A spare
@@ -215,6 +217,14 @@ def main(argv: list[str]) -> int:
                 return 0
             if cmd == "ping":
                 answer({"ok": True})
+            elif cmd == "echo":  # the judge's transport self-test: tensors in, 2x+1 of each back
+                got = chan.decode(msg["inputs"], device)
+                back = [t * 2 + 1 for t in got]
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                answer({"ok": True, "outputs": chan.encode(back),
+                        "devices": [str(t.device) for t in got]})
+                del got, back
             elif cmd == "load":
                 # Where the compile stage left this candidate's build (and the arch it built for):
                 # set before the import so load_inline finds its extension already built.

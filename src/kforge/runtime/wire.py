@@ -22,6 +22,69 @@ _DTYPES = {
 _NAMES = {v: k for k, v in _DTYPES.items()}
 MAX_MESSAGE_BYTES = 16 << 20
 
+# How CUDA tensors travel between the judge and a sandbox. ``cuda_ipc``: by CUDA IPC handle, no copy
+# through the host. ``host``: staged through a file in shared host memory (``staging_dir()``), copied to
+# the GPU by the receiver; for container runtimes without working CUDA IPC (gVisor's GPU support has had
+# gaps there). ``auto``: the judge tries ``cuda_ipc`` by a self-test at start and falls back to ``host``.
+# CPU tensors always go through host memory, whatever the transport.
+TRANSPORTS = ("auto", "cuda_ipc", "host")
+TRANSPORT_ENV = "KFORGE_TRANSPORT"
+STAGING_ENV = "KFORGE_STAGING_DIR"  # where ``host`` stages tensors (default: /dev/shm when roomy enough)
+STAGING_MIN_FREE = 8 << 30  # a /dev/shm with less free (Docker's default is 64 MiB) is not used
+
+
+def parse_transport(value: str | None) -> str:
+    """The transport a user asked for (None or "" = auto); ValueError naming the choices otherwise."""
+    name = (value or "auto").strip().lower().replace("-", "_")
+    if name not in TRANSPORTS:
+        raise ValueError(f"transport {value!r} is not one of {', '.join(TRANSPORTS)} "
+                         f"(set by the executor's transport option or {TRANSPORT_ENV})")
+    return name
+
+
+def staging_dir() -> str | None:
+    """A folder in shared host memory for the ``host`` transport: $KFORGE_STAGING_DIR, else /dev/shm if it
+    is writable with at least 8 GiB free; None (the judge's own folder) otherwise."""
+    chosen = os.environ.get(STAGING_ENV, "").strip()
+    if chosen:
+        return chosen
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    if st.f_bavail * st.f_frsize >= STAGING_MIN_FREE and os.access("/dev/shm", os.W_OK):
+        return "/dev/shm"
+    return None
+
+
+def choose_transport(requested: str, device_type: str, self_test: Any) -> tuple[str, dict[str, Any]]:
+    """Decide the transport at judge start. ``self_test(mode)`` returns None when a round trip of tensors
+    in that mode came back right, else what went wrong. Returns (mode, the record every result carries).
+
+    ``auto`` on a GPU tries ``cuda_ipc`` and falls back to ``host``; ``auto`` on the CPU is ``host`` (no
+    CUDA tensor exists to share). A transport asked for by name must pass, else RuntimeError: a judge
+    whose sandboxes can't receive tensors can judge nothing."""
+    requested = parse_transport(requested)
+    record: dict[str, Any] = {"requested": requested}
+    if requested == "auto":
+        tries = ["cuda_ipc", "host"] if device_type == "cuda" else ["host"]
+    else:
+        tries = [requested]
+    failures: dict[str, str] = {}
+    for mode in tries:
+        problem = self_test(mode)
+        if problem is None:
+            record.update(mode=mode, self_test="passed")
+            if failures:
+                record["failed"] = failures
+            if device_type != "cuda":
+                record["note"] = "CPU device: every tensor goes through host memory"
+            return mode, record
+        failures[mode] = str(problem)[:500]
+    raise RuntimeError("the judge could not pass tensors to its sandbox: "
+                       + "; ".join(f"{m}: {why}" for m, why in failures.items())
+                       + (" (try transport = \"host\")" if "host" not in failures else ""))
+
 
 def dtype_from_name(name: str) -> torch.dtype:
     return _DTYPES[name]
@@ -45,9 +108,9 @@ def declared_bytes(obj: Any) -> int:
     a tiny shape with an enormous stride would otherwise allocate the stride's worth.
     """
     kind = obj.get("__kind__") if isinstance(obj, dict) else None
-    if kind == "tensor":
+    if kind == "tensor" and not _restrided(obj):
         return _dense_bytes(obj["shape"], obj["dtype"])
-    if kind == "cuda_ipc":
+    if kind in ("cuda_ipc", "tensor"):
         shape, stride = [int(s) for s in obj["shape"]], [int(s) for s in obj["stride"]]
         dense = _dense_bytes(shape, obj["dtype"])
         if not shape or dense == 0:
@@ -61,6 +124,12 @@ def declared_bytes(obj: Any) -> int:
     if kind == "dict":
         return sum(declared_bytes(x) for x in obj["items"].values())
     return 0
+
+
+def _restrided(obj: dict[str, Any]) -> bool:
+    """A CUDA tensor staged through host memory (the ``host`` transport) that was not contiguous: the
+    receiver rebuilds its strides, as ``cuda_ipc`` would have kept them."""
+    return obj.get("device") == "cuda" and obj.get("contiguous") is False and isinstance(obj.get("stride"), list)
 
 
 class Channel:
@@ -210,6 +279,10 @@ class Channel:
             else:
                 t = torch.from_file(str(path), shared=False, size=nbytes, dtype=torch.uint8).view(dtype).reshape(shape)
             path.unlink(missing_ok=True)
+            if _restrided(obj) and device is not None and torch.device(device).type == "cuda":
+                out = torch.empty_strided(t.shape, tuple(int(x) for x in obj["stride"]), dtype=dtype, device=device)
+                out.copy_(t)
+                return out
             return t.to(device) if device is not None else t
         if kind in ("list", "tuple"):
             items = [self._decode(x, device) for x in obj["items"]]
