@@ -216,6 +216,12 @@ class Client(_Base):
         for job_id in pending:  # the stream ended early (a server restart): wait for the rest
             yield self.result(job_id)
 
+    def evaluate_all(self, jobs: Iterable[dict[str, Any]]) -> list[EvalResult]:
+        """Submit a batch and wait for all of it; the results in the jobs' order."""
+        batch_id, submitted = self.submit_batch(jobs)
+        done = {j.id: j.final_result() for j in self.stream(batch_id=batch_id)}
+        return [done[j.id] if j.id in done else self.result(j.id) for j in submitted]
+
     def cancel(self, job_id: str) -> Job:
         return Job.from_json(self._call("DELETE", f"/v1/evaluations/{job_id}"))
 
@@ -312,6 +318,11 @@ class AsyncClient(_Base):
             yield job.final_result()
         for job_id in pending:
             yield await self.result(job_id)
+
+    async def evaluate_all(self, jobs: Iterable[dict[str, Any]]) -> list[EvalResult]:
+        batch_id, submitted = await self.submit_batch(jobs)
+        done = {j.id: j.final_result() async for j in self.stream(batch_id=batch_id)}
+        return [done[j.id] if j.id in done else await self.result(j.id) for j in submitted]
 
     async def cancel(self, job_id: str) -> Job:
         return Job.from_json(await self._call("DELETE", f"/v1/evaluations/{job_id}"))

@@ -305,6 +305,12 @@ class Evaluator:
             for f in futures:
                 f.cancel()
 
+    def evaluate_all(self, jobs: Iterable[EvalJob | dict[str, Any]]) -> list[P.EvalResult]:
+        """Judge many candidates at once; the results in the jobs' order."""
+        self.start()
+        prepared = [self._prepare_job(j) for j in jobs]
+        return [f.result() for f in [self._submit(self._judge(p)) for p in prepared]]
+
     def _prepare_job(self, job: EvalJob | dict[str, Any]) -> P.EvalRequest | P.EvalResult:
         if isinstance(job, dict):
             job = EvalJob(**job)

@@ -250,11 +250,11 @@ class Service:
         if unknown:
             raise ApiError(400, "unknown_field", f"{where} has unknown field(s): {', '.join(unknown)}",
                            f"use only {', '.join(sorted(JOB_KEYS))}")
-        for key in ("problem", "code"):
-            if not isinstance(body.get(key), str) or not body[key].strip():
-                raise ApiError(400, "missing_field", f"{where}.{key} is missing or not a non-empty string",
-                               f"set {key}: " + ("a problem id (GET /v1/problems) or a problem's source"
-                                                 if key == "problem" else "the candidate's Python source"))
+        for name in ("problem", "code"):
+            if not isinstance(body.get(name), str) or not body[name].strip():
+                raise ApiError(400, "missing_field", f"{where}.{name} is missing or not a non-empty string",
+                               f"set {name}: " + ("a problem id (GET /v1/problems) or a problem's source"
+                                                  if name == "problem" else "the candidate's Python source"))
         code, problem_ref = body["code"], body["problem"]
         size = len(code.encode())
         if size > self.limits.max_code_bytes:
