@@ -68,9 +68,11 @@ class Job:
 
 def job_body(problem: Any, code: str, backend: str = "triton", shape: str = "auto",
              idempotency_key: str | None = None, **settings: Any) -> dict[str, Any]:
-    """The JSON body of one evaluation (``problem``: an id or a problem's source)."""
-    body: dict[str, Any] = {"problem": problem, "code": code, "backend": backend, "shape": shape,
-                            "idempotency_key": idempotency_key or uuid.uuid4().hex}
+    """The JSON body of one evaluation (``problem``: an id or a problem's source). In a batch a job needs
+    no key of its own: the batch's key covers its jobs."""
+    body: dict[str, Any] = {"problem": problem, "code": code, "backend": backend, "shape": shape}
+    if idempotency_key is not None:
+        body["idempotency_key"] = idempotency_key
     if settings:
         body["settings"] = settings
     return body
@@ -165,7 +167,8 @@ class Client(_Base):
     def submit(self, problem: Any, code: str, backend: str = "triton", shape: str = "auto",
                idempotency_key: str | None = None, **settings: Any) -> Job:
         return Job.from_json(self._call("POST", "/v1/evaluations",
-                                        job_body(problem, code, backend, shape, idempotency_key, **settings)))
+                                        job_body(problem, code, backend, shape, idempotency_key or uuid.uuid4().hex,
+                                                 **settings)))
 
     def submit_batch(self, jobs: Iterable[dict[str, Any]], idempotency_key: str | None = None) -> tuple[str, list[Job]]:
         """Jobs as dicts with the keys of :func:`job_body`; returns (batch id, jobs in order)."""
@@ -271,7 +274,8 @@ class AsyncClient(_Base):
     async def submit(self, problem: Any, code: str, backend: str = "triton", shape: str = "auto",
                      idempotency_key: str | None = None, **settings: Any) -> Job:
         return Job.from_json(await self._call("POST", "/v1/evaluations",
-                                              job_body(problem, code, backend, shape, idempotency_key, **settings)))
+                                              job_body(problem, code, backend, shape, idempotency_key or uuid.uuid4().hex,
+                                                 **settings)))
 
     async def submit_batch(self, jobs: Iterable[dict[str, Any]], idempotency_key: str | None = None
                            ) -> tuple[str, list[Job]]:
