@@ -58,11 +58,11 @@ def prompt_text(tokenizer: Any, messages: list[dict[str, str]]) -> str:
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     import torch
+    from kforge_rl import KernelEnv, KernelReward
+    from kforge_rl.grpo import grpo_step
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from kforge.client import Client
-    from kforge_rl import KernelEnv, KernelReward
-    from kforge_rl.grpo import grpo_step
 
     args = parse_args(argv)
     torch.manual_seed(args.seed)

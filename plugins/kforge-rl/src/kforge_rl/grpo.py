@@ -69,5 +69,5 @@ def grpo_step(model: Any, tokenizer: Any, optimizer: Any, prompts: Sequence[str]
     loss.backward()
     optimizer.step()
     scored = [x for x in rewards if x is not None]
-    return {"loss": float(loss), "rewards": list(rewards), "mean_reward": sum(scored) / len(scored) if scored else None,
+    return {"loss": float(loss.detach()), "rewards": list(rewards), "mean_reward": sum(scored) / len(scored) if scored else None,
             "dropped": len(rewards) - len(scored), "completions": texts}
