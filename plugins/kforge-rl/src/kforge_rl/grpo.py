@@ -17,7 +17,8 @@ import torch
 
 
 def sample(model: Any, tokenizer: Any, prompts: Sequence[str], group_size: int, max_new_tokens: int,
-           temperature: float = 1.0, max_prompt_tokens: int = 2048) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
+           temperature: float = 1.0, max_prompt_tokens: int = 2048
+           ) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
     """``group_size`` completions per prompt (a prompt's group is consecutive): (texts, prompt+completion
     ids, attention mask over them, completion mask)."""
     enc = tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left", truncation=True,
@@ -69,5 +70,6 @@ def grpo_step(model: Any, tokenizer: Any, optimizer: Any, prompts: Sequence[str]
     loss.backward()
     optimizer.step()
     scored = [x for x in rewards if x is not None]
-    return {"loss": float(loss.detach()), "rewards": list(rewards), "mean_reward": sum(scored) / len(scored) if scored else None,
+    mean = sum(scored) / len(scored) if scored else None
+    return {"loss": float(loss.detach()), "rewards": list(rewards), "mean_reward": mean,
             "dropped": len(rewards) - len(scored), "completions": texts}
