@@ -249,8 +249,9 @@ def eval_cmd(candidate: Path, problem_ref: str, backend: str, shape: str, device
 @click.option("--workers", type=int, default=None, help="Judges on the CPU (local executor; default 1).")
 @click.option("--problems", "problem_source", default=None,
               help="A KernelBench-format file or directory whose problem ids are served beside the built-ins.")
-@click.option("--set", "overrides", multiple=True, metavar="eval.KEY=VALUE",
-              help="Default [eval] setting for every job (a job's own settings win).")
+@click.option("--set", "overrides", multiple=True, metavar="TABLE.KEY=VALUE",
+              help="eval.KEY=VALUE: a default [eval] setting for every job (a job's own settings win); "
+                   "executor.KEY=VALUE: an executor option (kforge plugins lists them).")
 @click.option("--max-body-bytes", type=int, default=8 << 20, show_default=True)
 @click.option("--max-code-bytes", type=int, default=256 << 10, show_default=True)
 @click.option("--max-batch", type=int, default=512, show_default=True, help="Most jobs in one batch.")
@@ -282,13 +283,13 @@ def serve_cmd(host: str, port: int, tokens: tuple[str, ...], db: Path, executor_
     raw: dict[str, Any] = {}
     for o in overrides:
         apply_override(raw, o)
-    if set(raw) - {"eval"}:
-        raise RecipeError("kforge serve only takes --set eval.KEY=VALUE")
-    options: dict[str, Any] = {}
-    if executor_name in ("local", "cpu"):
-        options = {"device": device} if executor_name == "local" else {}
-        if workers is not None:
-            options["workers"] = workers
+    if set(raw) - {"eval", "executor"}:
+        raise RecipeError("kforge serve only takes --set eval.KEY=VALUE and --set executor.KEY=VALUE")
+    options: dict[str, Any] = dict(raw.get("executor", {}))
+    if executor_name == "local":
+        options.setdefault("device", device)
+    if workers is not None:
+        options["workers"] = workers
     all_tokens = [t.strip() for value in tokens for t in value.split(",") if t.strip()]
     code = run_server(host=host, port=port, db=db, tokens=all_tokens, as_json=as_json,
                       evaluator_kwargs={"executor": executor_name, "executor_options": options,
