@@ -6,8 +6,9 @@ in the figures); a client process sends real HTTP requests on loopback:
 - submit: POST /v1/evaluations with a real Triton candidate (JSON parse, the AST static checks,
   validation, the SQLite commit), round trip;
 - get: GET /v1/evaluations/{id}, round trip;
-- end to end: submit, the queue, the dispatcher, the (instant) judge, the result's commit, and the
-  long-poll that returns it;
+- end to end: submit, the queue, the dispatcher, the static checks (an AST walk that every judged
+  candidate gets, under kforge run too), the (instant) judge, the result's commit, and the long-poll
+  that returns it;
 - the server's own time per request, from its /metrics (kforge_serve_handler_seconds);
 - batch: POST /v1/batches of 64 jobs, per job;
 - throughput: THREADS clients submitting at once, requests per second.
@@ -97,12 +98,14 @@ def main() -> None:
         with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
             for _ in range(20):  # warm-up
                 http.post("/v1/evaluations", json=body)
-            submit, get, e2e = [], [], []
+            submit, get, e2e, ids = [], [], [], []
             for _ in range(args.requests):
                 t0 = time.perf_counter()
                 r = http.post("/v1/evaluations", json=body)
                 submit.append(time.perf_counter() - t0)
-                job_id = r.json()["id"]
+                ids.append(r.json()["id"])
+            time.sleep(2)  # the dispatcher finishes the submitted jobs (their static checks) first
+            for job_id in ids:
                 t0 = time.perf_counter()
                 http.get(f"/v1/evaluations/{job_id}")
                 get.append(time.perf_counter() - t0)
@@ -144,11 +147,20 @@ def main() -> None:
         proc.wait()
     import os
 
+    from kforge.backends.triton import TritonBackend
+
+    backend = TritonBackend()
+    t0 = time.perf_counter()
+    for _ in range(50):
+        backend.static_check(CODE)
+    static_ms = (time.perf_counter() - t0) / 50 * 1000
     rows: list[tuple[str, Any]] = [
         ("submit, round trip", ms(submit)), ("get, round trip", ms(get)),
         ("end to end with an instant judge (submit, queue, dispatch, commit, long-poll)", ms(e2e)),
         ("server's own time per request (/metrics, mean)", {"mean_ms": round(server_ms, 3)}),
         ("batch of 64, per job", {"mean_ms": round(per_batch_job * 1000, 3)}),
+        ("the static checks of this candidate (judge work, run at dispatch, in-process here)",
+         {"mean_ms": round(static_ms, 3)}),
         (f"{args.threads} concurrent clients", {"requests_per_s": round(rps, 1)}),
     ]
     print(f"kforge serve overhead on {os.cpu_count()} cores ({args.requests} requests; target < 5 ms per request)")

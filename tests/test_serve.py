@@ -105,10 +105,10 @@ def test_evaluate_is_idempotent_and_static_rejections_skip_the_judge(client: Cli
     assert result.status == "correct" and result.request_id == job.id
     assert result.trials_passed == result.trials_run == 5 and result.device_kind == "cpu"
     assert reward(result) == 1.0  # correct and not timed (min_samples=0 on this server): parity
-    rejected = client.submit("relu", PLAIN_TORCH)
-    assert rejected.state == "done" and rejected.result is not None  # decided at submission, no judge time
-    assert rejected.result.status == "rejected" and rejected.result.guard == "needs-kernel"
-    assert reward(rejected.result) == 0.0
+    rejected = client.result(client.submit("relu", PLAIN_TORCH).id, timeout=60)
+    assert rejected.status == "rejected" and rejected.guard == "needs-kernel"
+    assert rejected.device == "static check (not run)" and not rejected.durations_s  # no judge time
+    assert reward(rejected) == 0.0
     metrics = httpx.get(server.url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
     assert 'kforge_serve_results_total{status="correct"} 1' in metrics  # judged once, not twice
     assert 'kforge_serve_jobs{state="done"} 2' in metrics
@@ -189,7 +189,7 @@ def test_pending_limit_is_429_with_retry_after_and_cancel_stops_jobs(client: Cli
     assert cancelled.json()["cancelled"] == 3
     states = {client.get(j.id).state for j in jobs}
     assert states == {"cancelled"}
-    assert client.submit("relu", PLAIN_TORCH).state == "done"  # room again
+    assert client.submit("relu", PLAIN_TORCH).created  # room again
 
 
 def test_client_waits_for_retry_after_on_503(tmp_path: Path) -> None:

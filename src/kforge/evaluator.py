@@ -214,9 +214,11 @@ class Evaluator:
         return "main" if self.device_info.get("device_kind") == "cuda" else "small"
 
     def prepare(self, problem: Any, code: str, backend: str = "triton", shape: str = "auto",
-                request_id: str | None = None, **settings: Any) -> P.EvalRequest | P.EvalResult:
-        """The EvalRequest for one candidate, or the ``rejected`` result when the static checks refuse it.
-        Bad input (problem, backend, shape, settings) raises a RecipeError that says what to fix."""
+                request_id: str | None = None, *, check: bool = True, **settings: Any
+                ) -> P.EvalRequest | P.EvalResult:
+        """The EvalRequest for one candidate, or the ``rejected`` result when the static checks refuse it
+        (``check=False``: no static checks here; :meth:`static_check` runs them later). Bad input
+        (problem, backend, shape, settings) raises a RecipeError that says what to fix."""
         from kforge.engine import build_request, static_rejection
 
         if not isinstance(code, str):
@@ -227,13 +229,26 @@ class Evaluator:
         if shape not in SHAPES:
             raise RecipeError(f"shape must be one of {', '.join(SHAPES)}, not {shape!r}")
         rid = request_id or uuid.uuid4().hex[:16]
-        static = be.static_check(code)
+        static = be.static_check(code) if check else []
         if static:  # refused before any judge time is spent (or any judge started)
             return static_rejection(rid, prob.id, static)
         if shape == "auto" and not self._started:
             self.start()  # "auto" depends on the device the judges found
         shape_name = self.shape_for(shape)
         return build_request(prob, code, rid, be, shape_name, ev, 0)
+
+    def static_check(self, request: P.EvalRequest, problems: list[str] | None = None) -> P.EvalResult | None:
+        """The ``rejected`` result for a request prepared with ``check=False`` whose candidate the
+        static checks refuse (``problems``: their findings, if already run elsewhere); None if they pass."""
+        from kforge.engine import static_rejection
+
+        if problems is None:
+            problems = self.backend(request.backend).static_check(request.candidate_source)
+        if not problems:
+            return None
+        rejected = static_rejection(request.request_id, request.problem_id, problems)
+        rejected.shape_name = request.shape_name
+        return rejected
 
     # -- judging ----------------------------------------------------------------------------------
     def _submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:

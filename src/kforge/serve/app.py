@@ -84,6 +84,7 @@ class Service:
         self._wake = asyncio.Event()
         self._subscribers: set[asyncio.Queue[str]] = set()
         self._dispatcher: asyncio.Task[None] | None = None
+        self._checker: Any = None  # a one-process pool for the static checks, started on first use
         self.requests: Counter[tuple[str, int]] = Counter()
         self.results: Counter[str] = Counter()
         self.judge_seconds: deque[float] = deque(maxlen=200)
@@ -129,6 +130,8 @@ class Service:
         await asyncio.gather(*tasks, return_exceptions=True)
         for q in list(self._subscribers):
             q.put_nowait("")  # wakes each stream so it ends
+        if self._checker is not None:
+            self._checker.shutdown(wait=False, cancel_futures=True)
 
     # -- dispatching ------------------------------------------------------------------------------
     async def _dispatch(self) -> None:
@@ -147,7 +150,9 @@ class Service:
                                       "not judged again")
             else:
                 try:
-                    result = await self.evaluator.arun(P.EvalRequest.from_dict(job.request))
+                    request = P.EvalRequest.from_dict(job.request)
+                    rejected = self.evaluator.static_check(request, await self._static_problems(request))
+                    result = rejected or await self.evaluator.arun(request)
                 except asyncio.CancelledError:
                     if job.id not in self._user_cancelled:
                         self.queue.requeue(job.id)  # a shutdown, not the user: judge it after the restart
@@ -163,6 +168,24 @@ class Service:
             self._running.pop(job.id, None)
             self._user_cancelled.discard(job.id)
             self._wake.set()
+
+    async def _static_problems(self, request: P.EvalRequest) -> list[str]:
+        """The static checks (an AST walk of a few ms) in a helper process, so they never hold up the
+        event loop's answers; in a thread if that process cannot run."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        loop = asyncio.get_running_loop()
+        if self._checker is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._checker = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            return await loop.run_in_executor(self._checker, static_problems, request.backend,
+                                              request.candidate_source)
+        except (BrokenProcessPool, OSError):
+            self._checker = None
+            return await asyncio.to_thread(static_problems, request.backend, request.candidate_source)
 
     def _notify(self, job_id: str) -> None:
         for q in self._subscribers:
@@ -226,8 +249,7 @@ class Service:
         return body
 
     def _check_capacity(self, token: str, adding: int) -> None:
-        counts = self.queue.counts()
-        depth = counts[QUEUED] + counts[RUNNING]
+        depth = self.queue.active()
         if depth + adding > self.limits.max_queue:
             raise ApiError(503, "queue_full", f"the queue holds {depth} jobs; the limit is {self.limits.max_queue}",
                            "retry after the Retry-After seconds", {"Retry-After": str(self._retry_after(depth))})
@@ -286,14 +308,13 @@ class Service:
         except RecipeError as exc:
             raise ApiError(422, "bad_backend", str(exc), "set backend to one of the installed backends") from exc
         try:
+            # the static checks (an AST walk, a few ms) run when the job is dispatched, off the request path
             item = self.evaluator.prepare(problem, code, str(backend), str(body.get("shape", "auto")), None,
-                                          **settings)
+                                          check=False, **settings)
         except RecipeError as exc:
             raise ApiError(422, "bad_setting", str(exc).replace("eval.", "settings."),
                            "fix the named setting (docs/recipes.md lists every [eval] setting)") from exc
         digest = _body_hash({k: v for k, v in body.items() if k != "idempotency_key"})
-        if isinstance(item, P.EvalResult):
-            return NewJob(problem.id, {}, digest, key, result=item.to_dict())
         return NewJob(problem.id, item.to_dict(), digest, key)
 
     def _answer(self, job: Job, created: bool) -> dict[str, Any]:
@@ -312,8 +333,6 @@ class Service:
             raise ApiError(409, "idempotency_conflict", str(exc), "use a new idempotency key for a new request") \
                 from exc
         self._wake.set()
-        if job.state == DONE and created:
-            self._notify(job.id)
         return web.json_response(self._answer(job, created), status=202 if created else 200)
 
     async def submit_batch(self, request: web.Request) -> web.Response:
@@ -341,9 +360,6 @@ class Service:
             raise ApiError(409, "idempotency_conflict", str(exc), "use a new idempotency key for a new batch") \
                 from exc
         self._wake.set()
-        for job, created in out:
-            if job.state == DONE and created:
-                self._notify(job.id)
         created_any = any(c for _, c in out)
         return web.json_response({"batch_id": batch_id, "created": created_any,
                                   "jobs": [self._answer(j, c) for j, c in out]}, status=202 if created_any else 200)
@@ -507,6 +523,13 @@ class Service:
                   f"kforge_serve_judge_seconds_count {len(self.judge_seconds)}"]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Options": "nosniff"})
+
+
+def static_problems(backend: str, code: str) -> list[str]:
+    """The static checks' findings for ``code`` in ``backend`` (run in the checker process)."""
+    from kforge.plugins import get_registry
+
+    return list(get_registry().get("backends", backend)().static_check(code))
 
 
 def _float_param(request: web.Request, name: str, default: float, low: float, high: float) -> float:

@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idem ON jobs(token, idem_key) WHERE idem_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
 CREATE INDEX IF NOT EXISTS jobs_batch ON jobs(batch_id, seq);
+CREATE INDEX IF NOT EXISTS jobs_token ON jobs(token, state);
 CREATE TABLE IF NOT EXISTS batches (
     id TEXT PRIMARY KEY,
     token TEXT NOT NULL,
@@ -80,14 +81,13 @@ class Job:
 
 @dataclass
 class NewJob:
-    """A job to insert: ``request`` is an EvalRequest dict (state queued) or, with ``result`` set, a job
-    already decided at submission (a static-check rejection: state done)."""
+    """A job to insert: ``request`` is its EvalRequest as a dict; ``body_hash`` identifies the submitted
+    body for idempotency."""
 
     problem_id: str
     request: dict[str, Any]
     body_hash: str
     idem_key: str | None = None
-    result: dict[str, Any] | None = None
 
 
 _COLUMNS = "id, batch_id, token, problem_id, request, state, result, attempts, created, started, finished"
@@ -151,16 +151,13 @@ class JobQueue:
                         continue
                 job_id = "j_" + uuid.uuid4().hex[:20]
                 request = dict(new.request, request_id=job_id)
-                result = dict(new.result, request_id=job_id) if new.result is not None else None
-                state = DONE if result is not None else QUEUED
                 self.db.execute(
-                    "INSERT INTO jobs (id, batch_id, token, idem_key, body_hash, problem_id, request, state, result, "
-                    "created, finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO jobs (id, batch_id, token, idem_key, body_hash, problem_id, request, state, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (job_id, batch_id, token, new.idem_key, new.body_hash, new.problem_id, json.dumps(request),
-                     state, json.dumps(result) if result is not None else None, now,
-                     now if result is not None else None))
-                out.append((Job(job_id, batch_id, token, new.problem_id, request, state, result, 0, now, None,
-                                now if result is not None else None), True))
+                     QUEUED, now))
+                out.append((Job(job_id, batch_id, token, new.problem_id, request, QUEUED, None, 0, now, None, None),
+                            True))
         return batch_id, out
 
     # -- the dispatcher's side --------------------------------------------------------------------
@@ -219,6 +216,11 @@ class JobQueue:
     def counts(self) -> dict[str, int]:
         found = dict(self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
         return {s: int(found.get(s, 0)) for s in STATES}
+
+    def active(self) -> int:
+        """Jobs queued or running."""
+        row = self.db.execute("SELECT COUNT(*) FROM jobs WHERE state IN (?, ?)", (QUEUED, RUNNING)).fetchone()
+        return int(row[0])
 
     def pending_for(self, token: str) -> int:
         row = self.db.execute("SELECT COUNT(*) FROM jobs WHERE token=? AND state IN (?, ?)",
