@@ -17,6 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 RELU = REPO / "recipes" / "quickstart" / "candidates" / "relu"
 CORRECT = (RELU / "correct.py").read_text()
 WRONG = (RELU / "wrong_slope.py").read_text()
+PLAIN = ("import torch\nimport torch.nn as nn\n\n\nclass ModelNew(nn.Module):\n    def forward(self, x):\n"
+         "        return torch.relu(x)\n")
 RELU_PROBLEM = (REPO / "src" / "kforge" / "problems" / "builtin" / "relu.py").read_text()
 
 
@@ -30,9 +32,7 @@ def test_bad_input_is_refused_before_any_judge_starts(builtin_registry: object) 
         ev.evaluate("relu", CORRECT, backend="cobol")
     with pytest.raises(RecipeError, match="not a KernelBench-format problem"):
         ev.evaluate("x = 1\ny = 2\n", CORRECT)
-    plain = "import torch\nimport torch.nn as nn\n\n\nclass ModelNew(nn.Module):\n    def forward(self, x):\n" \
-            "        return torch.relu(x)\n"
-    rejected = ev.evaluate("relu", plain)
+    rejected = ev.evaluate("relu", PLAIN)
     assert rejected.status == P.REJECTED and rejected.guard == "needs-kernel"
     assert not ev.health()["started"] and ev.executor.device_info == {}  # no judge was started for any of it
     ev.close()
@@ -49,7 +49,7 @@ def test_one_evaluator_judges_many_without_restarting(tmp_path: Path, builtin_re
 
         async def stream() -> list[P.EvalResult]:
             jobs = [EvalJob(RELU_PROBLEM, WRONG, request_id="wrong"),  # an inline source
-                    {"problem": "relu", "code": CORRECT, "request_id": "builtin"}]  # a built-in id
+                    {"problem": "relu", "code": PLAIN, "request_id": "builtin"}]  # a built-in id (refused)
             return [r async for r in ev.aevaluate_many(jobs)]
 
         many = asyncio.run(stream())
@@ -58,7 +58,7 @@ def test_one_evaluator_judges_many_without_restarting(tmp_path: Path, builtin_re
     assert sorted(r.request_id for r in many) == ["builtin", "wrong"]
     by_id = {r.request_id: r for r in many}
     assert by_id["wrong"].status == P.INCORRECT and by_id["wrong"].problem_id.startswith("inline-")
-    assert by_id["builtin"].status == P.CORRECT and by_id["builtin"].problem_id == "relu"
+    assert by_id["builtin"].status == P.REJECTED and by_id["builtin"].problem_id == "relu"
     assert first.problem_id == "my_relu"
     assert not ev.health()["started"]
     with pytest.raises(RuntimeError, match="closed"):

@@ -109,6 +109,10 @@ def test_evaluate_is_idempotent_and_static_rejections_skip_the_judge(client: Cli
     assert rejected.status == "rejected" and rejected.guard == "needs-kernel"
     assert rejected.device == "static check (not run)" and not rejected.durations_s  # no judge time
     assert reward(rejected) == 0.0
+    maps = Path(f"/proc/{server.pid}/maps")
+    if maps.exists():  # the server process queued and checked the candidates; it never imported them
+        loaded = maps.read_text()
+        assert "libtorch" not in loaded and "triton" not in loaded
     metrics = httpx.get(server.url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
     assert 'kforge_serve_results_total{status="correct"} 1' in metrics  # judged once, not twice
     assert 'kforge_serve_jobs{state="done"} 2' in metrics
