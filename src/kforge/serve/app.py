@@ -13,6 +13,8 @@ import hmac
 import ipaddress
 import json
 import math
+import os
+import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -179,7 +181,8 @@ class Service:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            self._checker = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._checker = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=_exit_with_parent, initargs=(os.getpid(),))
         try:
             return await loop.run_in_executor(self._checker, static_problems, request.backend,
                                               request.candidate_source)
@@ -523,6 +526,17 @@ class Service:
                   f"kforge_serve_judge_seconds_count {len(self.judge_seconds)}"]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Options": "nosniff"})
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In the checker process: exit once the server is gone (even killed with SIGKILL), not linger."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def static_problems(backend: str, code: str) -> list[str]:
