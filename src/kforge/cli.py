@@ -36,6 +36,12 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _evaluator_error() -> type[Exception]:
+    from kforge.evaluator import EvaluatorError
+
+    return EvaluatorError
+
+
 def _guard(fn: Any) -> Any:
     """Turn known errors into a one-paragraph message and the right exit code (no traceback)."""
     import functools
@@ -53,6 +59,8 @@ def _guard(fn: Any) -> Any:
         except PluginError as exc:
             _fail(str(exc), EXIT_USAGE)
         except InfrastructureError as exc:
+            _fail(str(exc), EXIT_INFRA)
+        except _evaluator_error() as exc:
             _fail(str(exc), EXIT_INFRA)
 
     return wrapper
@@ -198,12 +206,10 @@ def eval_cmd(candidate: Path, problem_ref: str, backend: str, shape: str, device
              overrides: tuple[str, ...], as_json: bool) -> None:
     """Judge one CANDIDATE file against a problem and print its result."""
     from kforge.api import code_hash
-    from kforge.engine import InfrastructureError, build_request, static_rejection
-    from kforge.executors.local import LocalExecutor
+    from kforge.engine import InfrastructureError
+    from kforge.evaluator import Evaluator, EvaluatorError
     from kforge.options import RecipeError
-    from kforge.plugins import get_registry
-    from kforge.problems import builtin_problems, load_problem_file
-    from kforge.recipe import CORE_OPTIONS, apply_override
+    from kforge.recipe import apply_override
     from kforge.runtime import protocol as P
 
     raw: dict[str, Any] = {}
@@ -211,39 +217,14 @@ def eval_cmd(candidate: Path, problem_ref: str, backend: str, shape: str, device
         apply_override(raw, o)
     if set(raw) - {"eval"}:
         raise RecipeError("kforge eval only takes --set eval.KEY=VALUE")
-    ev = CORE_OPTIONS["eval"].resolve(raw.get("eval", {}), "eval", skip=())
-    path = Path(problem_ref)
-    if path.suffix == ".py" or path.exists():
-        problem = load_problem_file(path)
-    else:
-        by_id = {p.id: p for p in builtin_problems()}
-        if problem_ref not in by_id:
-            from kforge.options import close_match
-
-            raise RecipeError(f"unknown problem {problem_ref!r}.{close_match(problem_ref, by_id)} "
-                              f"Give a built-in id ({', '.join(sorted(by_id))}) or a problem file.")
-        problem = by_id[problem_ref]
-    be = get_registry().get("backends", backend)()
     code = candidate.read_text()
-    executor = LocalExecutor(device=device, gpus=None, workers=1)
-
-    async def go() -> P.EvalResult:
-        static = be.static_check(code)
-        if static:
-            return static_rejection(code_hash(code), problem.id, static)
-        try:
-            await executor.start()
-        except Exception as exc:  # noqa: BLE001
-            raise InfrastructureError(f"could not start the judge: {exc}") from exc
-        try:
-            kind = executor.device_info.get("device_kind")
-            shape_name = ("main" if kind == "cuda" else "small") if shape == "auto" else shape
-            req = build_request(problem, code, code_hash(code), be, shape_name, ev, 0)
-            return await executor.evaluate(req)
-        finally:
-            await executor.shutdown()
-
-    result = asyncio.run(go())
+    evaluator = Evaluator("local", executor_options={"device": device, "workers": 1})
+    try:
+        with evaluator:
+            result = evaluator.evaluate(problem_ref, code, backend=backend, shape=shape, request_id=code_hash(code),
+                                        **raw.get("eval", {}))
+    except EvaluatorError as exc:
+        raise InfrastructureError(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(result.to_dict(), default=str))
     else:
@@ -251,6 +232,74 @@ def eval_cmd(candidate: Path, problem_ref: str, backend: str, shape: str, device
     if result.status == P.INFRA_ERROR:
         sys.exit(EXIT_INFRA)
     sys.exit(EXIT_OK if result.status == P.CORRECT else EXIT_NONE_PASSED)
+
+
+# -- serve ----------------------------------------------------------------------------------------
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; anything but loopback needs --token.")
+@click.option("--port", default=8765, show_default=True, type=int, help="Port (0: any free port).")
+@click.option("--token", "tokens", multiple=True, envvar="KFORGE_SERVE_TOKEN",
+              help="Accepted bearer token (repeatable; env KFORGE_SERVE_TOKEN, comma-separated).")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=Path("kforge-serve.db"),
+              show_default=True, help="The SQLite job queue: accepted jobs survive a crash or restart.")
+@click.option("--executor", "executor_name", default="local", show_default=True,
+              help="'local' (GPUs, else the CPU), 'cpu', 'modal' or an installed executor.")
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
+              help="For the local executor.")
+@click.option("--workers", type=int, default=None, help="Judges on the CPU (local executor; default 1).")
+@click.option("--problems", "problem_source", default=None,
+              help="A KernelBench-format file or directory whose problem ids are served beside the built-ins.")
+@click.option("--set", "overrides", multiple=True, metavar="TABLE.KEY=VALUE",
+              help="eval.KEY=VALUE: a default [eval] setting for every job (a job's own settings win); "
+                   "executor.KEY=VALUE: an executor option (kforge plugins lists them).")
+@click.option("--max-body-bytes", type=int, default=8 << 20, show_default=True)
+@click.option("--max-code-bytes", type=int, default=256 << 10, show_default=True)
+@click.option("--max-batch", type=int, default=512, show_default=True, help="Most jobs in one batch.")
+@click.option("--max-pending-per-token", type=int, default=1024, show_default=True,
+              help="Most jobs queued or running per token; more is answered 429 with Retry-After.")
+@click.option("--max-queue", type=int, default=10000, show_default=True,
+              help="Most jobs queued or running in all; more is answered 503 with Retry-After.")
+@click.option("--no-inline-problems", is_flag=True, help="Accept only problem ids, not problem sources.")
+@click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the judges write their logs.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON line with the URL once listening.")
+@_guard
+def serve_cmd(host: str, port: int, tokens: tuple[str, ...], db: Path, executor_name: str, device: str,
+              workers: int | None, problem_source: str | None, overrides: tuple[str, ...], max_body_bytes: int,
+              max_code_bytes: int, max_batch: int, max_pending_per_token: int, max_queue: int,
+              no_inline_problems: bool, log_dir: Path | None, as_json: bool) -> None:
+    """Serve the judge over HTTP: a reward service for training loops on other machines.
+
+    Submit one evaluation or a batch (with an idempotency key), fetch or stream results (server-sent
+    events), cancel, and watch /v1/health and /metrics. Accepted jobs persist in a SQLite queue.
+    The Python API (kforge.evaluator.Evaluator), the client (kforge.client) and the RL adapters
+    (plugins/kforge-rl) are documented with a GRPO example in docs/service.md.
+    """
+    from kforge.options import RecipeError
+    from kforge.recipe import apply_override
+    from kforge.serve import run_server
+    from kforge.serve.app import Limits
+
+    raw: dict[str, Any] = {}
+    for o in overrides:
+        apply_override(raw, o)
+    if set(raw) - {"eval", "executor"}:
+        raise RecipeError("kforge serve only takes --set eval.KEY=VALUE and --set executor.KEY=VALUE")
+    options: dict[str, Any] = dict(raw.get("executor", {}))
+    if executor_name == "local":
+        options.setdefault("device", device)
+    if workers is not None:
+        options["workers"] = workers
+    all_tokens = [t.strip() for value in tokens for t in value.split(",") if t.strip()]
+    code = run_server(host=host, port=port, db=db, tokens=all_tokens, as_json=as_json,
+                      evaluator_kwargs={"executor": executor_name, "executor_options": options,
+                                        "problems": problem_source, "log_dir": log_dir,
+                                        "eval_defaults": raw.get("eval", {})},
+                      limits=Limits(max_body_bytes=max_body_bytes, max_code_bytes=max_code_bytes,
+                                    max_batch=max_batch, max_pending_per_token=max_pending_per_token,
+                                    max_queue=max_queue, inline_problems=not no_inline_problems))
+    sys.exit(code)
 
 
 def _print_result(result: Any) -> None:

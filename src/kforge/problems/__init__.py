@@ -146,30 +146,38 @@ def load_problem_file(path: Path, problem_id: str | None = None) -> Problem:
         source = path.read_text()
     except OSError as exc:
         raise RecipeError(f"cannot read problem file {path}: {exc.strerror}") from exc
+    return load_problem_source(source, problem_id, path=path)
+
+
+def load_problem_source(source: str, problem_id: str | None = None, path: Path | None = None) -> Problem:
+    """A problem from its source text; ``path`` (if any) names it in errors and gives its default id."""
+    where = str(path) if path is not None else "the problem source"
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:
-        raise RecipeError(f"problem file {path} is not valid Python (line {exc.lineno}): {exc.msg}") from exc
+        named = f"problem file {path}" if path is not None else where
+        raise RecipeError(f"{named} is not valid Python (line {exc.lineno}): {exc.msg}") from exc
     if not is_problem_source(source):
-        raise RecipeError(f"{path} is not a KernelBench-format problem: it must define Model, get_inputs() "
+        raise RecipeError(f"{where} is not a KernelBench-format problem: it must define Model, get_inputs() "
                           "and get_init_inputs()")
     try:
         meta = problem_metadata(source)
     except (ValueError, SyntaxError) as exc:
-        raise RecipeError(f"{path}: KFORGE must be a literal dict: {exc}") from exc
+        raise RecipeError(f"{where}: KFORGE must be a literal dict: {exc}") from exc
     constants = _constants(tree)
-    stem = path.stem
+    stem = path.stem if path is not None else "inline-" + hashlib.sha256(source.encode()).hexdigest()[:8]
     level = meta.get("level")
-    if level is None:
+    if level is None and path is not None:
         m = re.search(r"level[_ ]?(\d+)", str(path.parent.name), re.I)
         level = int(m.group(1)) if m else None
     shapes = dict(meta.get("shapes") or {})
     shapes.setdefault("main", {})
     return Problem(
-        id=problem_id or meta.get("id") or stem, name=meta.get("name") or stem, level=level, path=str(path),
-        source=source, dtype=meta.get("dtype", "float32"), shapes=shapes, flops=meta.get("flops"),
-        bytes=meta.get("bytes"), atol=meta.get("atol"), rtol=meta.get("rtol"), inplace=bool(meta.get("inplace")),
-        constants=constants, needs_download=download_reason(tree))
+        id=problem_id or meta.get("id") or stem, name=meta.get("name") or stem, level=level,
+        path=str(path) if path is not None else "", source=source, dtype=meta.get("dtype", "float32"),
+        shapes=shapes, flops=meta.get("flops"), bytes=meta.get("bytes"), atol=meta.get("atol"),
+        rtol=meta.get("rtol"), inplace=bool(meta.get("inplace")), constants=constants,
+        needs_download=download_reason(tree))
 
 
 def load_problem_path(path: Path) -> list[Problem]:
