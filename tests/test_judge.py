@@ -753,9 +753,9 @@ def test_a_reference_that_writes_its_inputs_still_hands_the_candidate_pristine_o
 
 
 def test_the_memory_plan_is_measured_and_keeps_one_timing_set_for_large_inputs(tmp_path, monkeypatch) -> None:
-    from kforge.runtime import judge as J
+    from kforge.runtime import memory
 
-    monkeypatch.setattr(J, "ROTATION_MAX_BYTES", 3 * 16 * 100 * 4 - 1)  # RELU_PROBLEM's inputs: 6400 bytes
+    monkeypatch.setattr(memory, "ROTATION_MAX_BYTES", 3 * 16 * 100 * 4 - 1)  # RELU_PROBLEM's inputs: 6400 bytes
     j = Judge(device="cpu", workdir=tmp_path / "j", keep_spare=False)
     try:
         res = j.evaluate(request(RELU_PROBLEM, TRITON_RELU, min_samples=3, max_samples=3))

@@ -138,7 +138,7 @@ def remove_entry(root: Path, key: str) -> bool:
 
 
 def list_entries(root: Path) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     if not root.is_dir():
         return rows
     for entry in sorted(p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"[0-9a-f]{8,64}", p.name)):

@@ -79,9 +79,9 @@ class _poisoned_empty:
         import torch.utils.deterministic as det
 
         self._prev = (torch.are_deterministic_algorithms_enabled(),
-                      torch.is_deterministic_algorithms_warn_only_enabled(), det.fill_uninitialized_memory)
+                      torch.is_deterministic_algorithms_warn_only_enabled(), getattr(det, "fill_uninitialized_memory"))  # noqa: B009
         torch.use_deterministic_algorithms(True, warn_only=True)
-        det.fill_uninitialized_memory = True
+        setattr(det, "fill_uninitialized_memory", True)  # noqa: B010 - a module property torch's stubs lack
 
     def __exit__(self, *exc: Any) -> None:
         import torch
@@ -89,7 +89,7 @@ class _poisoned_empty:
 
         enabled, warn_only, fill = self._prev
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
-        det.fill_uninitialized_memory = fill
+        setattr(det, "fill_uninitialized_memory", fill)  # noqa: B010
 
 
 class _gpu_lock:
