@@ -269,9 +269,9 @@ def test_all_mistakes_reported_at_once(tmp_path: Path) -> None:
                            '[search]\nnn = 3\n')
     res = kforge("run", rec, "--dry-run")
     assert res.exit_code == 2
-    for part in ("run.sed", "eval.trials", "eval.atol", "budget.wall_clock_s", "search.nn"):
+    for part in ("run.sed", "eval.trials", "eval.atol", "budget.wall_clock_s", "search.nn", "generator.path"):
         assert part in res.stderr, (part, res.stderr)
-    assert "5 problems" in res.stderr
+    assert "6 problems" in res.stderr
 
 
 def test_missing_plugin_names_where_it_lives() -> None:
@@ -288,7 +288,8 @@ def test_eval_result_without_a_guard_prints_no_none(tmp_path: Path) -> None:
 
     console = Console(record=True, file=open("/dev/null", "w"))  # noqa: SIM115
     _print_result(res, console)
-    assert "[None]" not in console.export_text() and "judge error: boom" in console.export_text()
+    text = console.export_text()
+    assert "[None]" not in text and "judge error: boom" in text
 
 
 # -- 9. plots in the default install ----------------------------------------------------------------

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,16 @@ def _stderr_console() -> Any:
     return console
 
 
+def _stdout_console() -> Any:
+    """Where a command's answer goes (data: stdout), with the same settings as the stderr console."""
+    from rich.console import Console
+
+    console = Console(no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 120
+    return console
+
+
 def _fail(message: str, code: int) -> None:
     click.echo(f"Error: {message}", err=True)
     sys.exit(code)
@@ -41,7 +52,7 @@ def _guard(fn: Any) -> Any:
     import functools
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:  # noqa: C901
         from kforge.engine import InfrastructureError
         from kforge.options import RecipeError
         from kforge.plugins import PluginError
@@ -54,7 +65,17 @@ def _guard(fn: Any) -> Any:
             _fail(str(exc), EXIT_USAGE)
         except InfrastructureError as exc:
             _fail(str(exc), EXIT_INFRA)
+        except sqlite3.DatabaseError as exc:  # a kforge.db that is not one (or is damaged)
+            _fail(f"a run's kforge.db could not be read: {exc}. It is not a kforge database, or it is "
+                  "damaged: point at a run directory that kforge wrote.", EXIT_USAGE)
+        except UnicodeDecodeError as exc:
+            _fail(f"a file is not UTF-8 text ({exc.reason} at offset {exc.start}): is it the right file?",
+                  EXIT_USAGE)
+        except OSError as exc:  # a path that cannot be created, read or written
+            where = f" {exc.filename}" if exc.filename else ""
+            _fail(f"cannot use{where}: {exc.strerror or exc}", EXIT_USAGE)
 
+    wrapper._kforge_guarded = True  # type: ignore[attr-defined]
     return wrapper
 
 
@@ -82,11 +103,14 @@ def run(recipe: Path, overrides: tuple[str, ...], as_json: bool, dry_run: bool, 
     from kforge.options import RecipeError
     from kforge.recipe import load_recipe
 
-    rec = load_recipe(recipe, list(overrides))
-    try:
-        engine = Engine(rec, run_dir=run_dir)
-    except RecipeError as exc:  # raised while building plugins and problems: still name the file
-        raise RecipeError(f"{recipe}: {exc}") from None
+    with _json_error(as_json):
+        rec = load_recipe(recipe, list(overrides))
+        try:
+            engine = Engine(rec, run_dir=run_dir)
+        except RecipeError as exc:  # raised while building plugins and problems: still name the file
+            raise RecipeError(f"{recipe}: {exc}", problems=[f"{recipe}: {p}" for p in exc.problems]) from None
+    for warning in engine.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if dry_run:
         plan = engine.plan()
         if as_json:
@@ -103,6 +127,25 @@ def run(recipe: Path, overrides: tuple[str, ...], as_json: bool, dry_run: bool, 
     sys.exit(_execute(engine, as_json))
 
 
+def _json_error(as_json: bool) -> Any:
+    """With --json, a run refused before it started still ends its stream: one ``error`` event."""
+    import contextlib
+
+    from kforge.options import RecipeError
+
+    @contextlib.contextmanager
+    def guard() -> Any:
+        try:
+            yield
+        except RecipeError as exc:
+            if as_json:
+                click.echo(json.dumps({"event": "error", "reason": "usage", "message": str(exc),
+                                       "problems": exc.problems}))
+            raise
+
+    return guard()
+
+
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per event on stdout.")
@@ -115,22 +158,25 @@ def resume(run_dir: Path, as_json: bool) -> None:
     from kforge.engine import Engine
     from kforge.options import RecipeError
     from kforge.recipe import validate
-    from kforge.store import DB_NAME
+    from kforge.store import DB_NAME, RunReader
 
     if not (run_dir / DB_NAME).is_file():
         raise RecipeError(f"{run_dir} is not a kforge run directory (no {DB_NAME})")
+    with RunReader(run_dir) as reader:  # a kforge.db that is not a database stops here, before anything starts
+        reader.get_meta("status")
     try:
         tables = json.loads((run_dir / "recipe.json").read_text())
     except (OSError, ValueError) as exc:
         raise RecipeError(f"{run_dir}/recipe.json is missing or unreadable: {exc}") from exc
-    engine = Engine(validate(tables, None), run_dir=run_dir, resume=True)
+    with _json_error(as_json):
+        engine = Engine(validate(tables, None), run_dir=run_dir, resume=True)
     sys.exit(_execute(engine, as_json))
 
 
 def _print_plan(plan: dict[str, Any]) -> None:
     from rich.pretty import Pretty
 
-    console = _stderr_console()
+    console = _stdout_console()  # the dry run's answer: data, on stdout
     console.print("[bold]Plan[/] (dry run: nothing was started)")
     for key, value in plan.items():
         console.print(f"[bold]{key}[/]:", Pretty(value))
@@ -144,13 +190,12 @@ def _execute(engine: Any, as_json: bool) -> int:
         engine.bus.subscribe(JsonLines())
     live = None
     resumed_from = engine.run_dir if engine.resume else None  # the table starts from what the store holds
+    title, total = f"kforge: {engine.recipe.name}", engine.recipe.tables["budget"].get("candidates")
     if not as_json and console.is_terminal:
-        live = LiveTable(engine.problem_ids, console, f"kforge: {engine.recipe.name}", resumed_from)
+        live = LiveTable(engine.problem_ids, console, title, resumed_from, total=total)
         engine.bus.subscribe(live)
     elif not as_json:
-        engine.bus.subscribe(PlainLines(console, engine.problem_ids, f"kforge: {engine.recipe.name}", resumed_from))
-        engine.bus.subscribe(lambda e: e["event"] == "run_started" and console.print(
-            f"run directory: {e['run_dir']}", markup=False))
+        engine.bus.subscribe(PlainLines(console, engine.problem_ids, title, resumed_from, total=total))
 
     interrupts = {"n": 0}
 
@@ -163,7 +208,10 @@ def _execute(engine: Any, as_json: bool) -> int:
                 console.print("[yellow]Interrupted: stopping cleanly, everything recorded is kept "
                               "(Ctrl-C again to force).[/]")
                 engine.request_stop("interrupted")
-            else:
+            else:  # forced: the user still learns where the run is, and how to go on
+                sys.stderr.write(f"\nforced stop: the run is in {engine.run_dir} "
+                                 f"(continue it with kforge resume {engine.run_dir})\n")
+                sys.stderr.flush()
                 os._exit(EXIT_INTERRUPTED)
 
         try:
@@ -177,8 +225,8 @@ def _execute(engine: Any, as_json: bool) -> int:
             summary = asyncio.run(main())
     else:
         summary = asyncio.run(main())
-    if not as_json:
-        print_summary(console, summary)
+    if not as_json:  # the run's answer is data: stdout (the live progress stayed on stderr)
+        print_summary(_stdout_console(), summary)
     if engine.stop_reason == "interrupted":
         return EXIT_INTERRUPTED
     return EXIT_OK if summary["correct"] > 0 else EXIT_NONE_PASSED
@@ -200,7 +248,7 @@ def eval_cmd(candidate: Path, problem_ref: str, backend: str, shape: str, device
     from kforge.api import code_hash
     from kforge.engine import InfrastructureError, build_request, static_rejection
     from kforge.executors.local import LocalExecutor
-    from kforge.options import RecipeError
+    from kforge.options import RecipeError, read_text
     from kforge.plugins import get_registry
     from kforge.problems import builtin_problems, load_problem_file
     from kforge.recipe import CORE_OPTIONS, apply_override
@@ -224,7 +272,7 @@ def eval_cmd(candidate: Path, problem_ref: str, backend: str, shape: str, device
                               f"Give a built-in id ({', '.join(sorted(by_id))}) or a problem file.")
         problem = by_id[problem_ref]
     be = get_registry().get("backends", backend)()
-    code = candidate.read_text()
+    code = read_text(candidate, "candidate file")
     executor = LocalExecutor(device=device, gpus=None, workers=1)
 
     async def go() -> P.EvalResult:
@@ -247,21 +295,22 @@ def eval_cmd(candidate: Path, problem_ref: str, backend: str, shape: str, device
     if as_json:
         click.echo(json.dumps(result.to_dict(), default=str))
     else:
-        _print_result(result)
+        _print_result(result, _stdout_console())
+    if result.status == P.INFRA_ERROR and result.guard == "reference":  # the problem file is at fault
+        sys.exit(EXIT_USAGE)
     if result.status == P.INFRA_ERROR:
         sys.exit(EXIT_INFRA)
     sys.exit(EXIT_OK if result.status == P.CORRECT else EXIT_NONE_PASSED)
 
 
-def _print_result(result: Any) -> None:
+def _print_result(result: Any, console: Any) -> None:
     from kforge import fmt
     from kforge.output import STATUS_STYLE
 
-    console = _stderr_console()
     style = STATUS_STYLE.get(result.status, "")
     console.print(f"[{style}]{result.status}[/] on {result.device} (shape: {result.shape_name})")
     if result.error:
-        console.print(f"  [{result.guard}] {result.error}", markup=False)
+        console.print(f"  [{result.guard}] {result.error}" if result.guard else f"  {result.error}", markup=False)
     if result.timing:
         base = result.baseline_eager or {}
         console.print(f"  candidate {fmt.ms(result.timing['median_ms'])} ms (p20 {fmt.ms(result.timing['p20_ms'])}, "
@@ -374,8 +423,18 @@ def _add_builtin_commands() -> None:
     from kforge.commands.tui import tui_cmd
 
     for cmd in (prompt_cmd, cache_group, modal_group, tui_cmd, report_cmd, compare_cmd):
+        _guard_all(cmd)
         cli.add_command(cmd)
+    _guard_all(check_cmd)
     problems.add_command(check_cmd)  # kforge problems check
+
+
+def _guard_all(cmd: click.Command) -> None:
+    """Every command gets the same treatment of known errors: a clear message and exit code."""
+    if cmd.callback is not None and not getattr(cmd.callback, "_kforge_guarded", False):
+        cmd.callback = _guard(cmd.callback)
+    for sub in getattr(cmd, "commands", {}).values():
+        _guard_all(sub)
 
 
 _add_builtin_commands()
