@@ -103,6 +103,8 @@ def run(recipe: Path, overrides: tuple[str, ...], as_json: bool, dry_run: bool, 
     from kforge.options import RecipeError
     from kforge.recipe import load_recipe
 
+    if tui:
+        _tui_needs_a_terminal()
     with _json_error(as_json):
         rec = load_recipe(recipe, list(overrides))
         try:
@@ -125,6 +127,15 @@ def run(recipe: Path, overrides: tuple[str, ...], as_json: bool, dry_run: bool, 
 
         sys.exit(run_tui(recipe, overrides=overrides, extra_args=["--run-dir", str(run_dir)] if run_dir else []))
     sys.exit(_execute(engine, as_json))
+
+
+def _tui_needs_a_terminal() -> None:
+    from kforge.commands.tui import no_terminal
+    from kforge.options import RecipeError
+
+    problem = no_terminal()
+    if problem:
+        raise RecipeError(f"--tui: {problem}")
 
 
 def _json_error(as_json: bool) -> Any:
