@@ -309,3 +309,28 @@ def test_data_on_stdout_for_every_command(tmp_path: Path) -> None:
     for args in (["problems", "list"], ["plugins"], ["cache", "path"]):
         res = kforge(*args)
         assert res.exit_code == 0 and res.stdout.strip(), args
+
+
+def test_best_over_time_ends_at_the_tables_figures() -> None:
+    from kforge.metrics import ProblemSummary
+    from kforge.report import best_over_time
+
+    retimed, plain, none = ProblemSummary("a"), ProblemSummary("b"), ProblemSummary("c")
+    retimed.curve, retimed.best_speedup = [(6.0, 1.2), (30.0, 2.0)], 1.5  # the re-timing reported 1.5
+    plain.curve, plain.best_speedup = [(12.0, 0.8)], 0.8
+    none.curve, none.best_speedup = [(12.0, 3.0)], None  # the re-timing found it incorrect
+    series = best_over_time({"a": retimed, "b": plain, "c": none}, 60.0)
+    assert series["a"] == ([0.1, 0.5, 1.0], [1.2, 2.0, 1.5])
+    assert series["b"][1][-1] == 0.8
+    assert math.isnan(series["c"][1][-1])
+
+
+def test_report_answer_on_stdout(tmp_path: Path) -> None:
+    from kforge.store import Store
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    Store(run_dir, create=True).close()
+    res = kforge("report", run_dir, "--out", tmp_path / "rep")
+    assert res.exit_code == 0, res.stderr
+    assert "wrote" in res.stdout and str(tmp_path / "rep") in res.stdout
