@@ -333,3 +333,43 @@ def test_report_answer_on_stdout(tmp_path: Path) -> None:
     res = kforge("report", run_dir, "--out", tmp_path / "rep")
     assert res.exit_code == 0, res.stderr
     assert "wrote" in res.stdout and str(tmp_path / "rep") in res.stdout
+
+
+@pytest.mark.slow
+def test_eval_against_a_broken_problem_file_is_exit_2_with_the_reason(tmp_path: Path) -> None:
+    prob = tmp_path / "broken_problem.py"
+    prob.write_text("import torch\n\n\nclass Model(torch.nn.Module):\n    def forward(self, x):\n"
+                    "        raise RuntimeError('the reference is broken')\n\n\n"
+                    "def get_inputs():\n    return [torch.randn(4)]\n\n\ndef get_init_inputs():\n    return []\n")
+    res = kforge("eval", RELU / "correct.py", "--problem", prob)
+    no_traceback(res)
+    assert res.exit_code == 2, (res.stdout, res.stderr)
+    assert "the reference is broken" in res.stderr and str(prob) in res.stderr
+    assert "[None]" not in res.stdout + res.stderr
+
+
+def test_a_forced_stop_still_names_the_run_directory(monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from kforge import cli as cli_module
+
+    class Engine:
+        run_dir = Path("/runs/r-1")
+        stops: list[str] = []
+
+        def request_stop(self, reason: str) -> None:
+            self.stops.append(reason)
+
+    class Console:
+        def print(self, *a: Any, **k: Any) -> None:
+            pass
+
+    exits: list[int] = []
+    monkeypatch.setattr(cli_module.os, "_exit", exits.append)
+    engine = Engine()
+    on_sigint = cli_module._interrupt_handler(engine, Console())
+    on_sigint()
+    assert engine.stops == ["interrupted"] and exits == []
+    on_sigint()  # the second: forced, at once
+    assert exits == [130]
+    err = capsys.readouterr().err
+    assert "the run is in /runs/r-1" in err and "kforge resume /runs/r-1" in err

@@ -193,6 +193,26 @@ def _print_plan(plan: dict[str, Any]) -> None:
         console.print(f"[bold]{key}[/]:", Pretty(value))
 
 
+def _interrupt_handler(engine: Any, console: Any) -> Any:
+    """Ctrl-C: the first stops the run cleanly; the second exits at once, still naming the run
+    directory (what ``kforge resume`` needs)."""
+    interrupts = {"n": 0}
+
+    def on_sigint() -> None:
+        interrupts["n"] += 1
+        if interrupts["n"] == 1:
+            console.print("[yellow]Interrupted: stopping cleanly, everything recorded is kept "
+                          "(Ctrl-C again to force).[/]")
+            engine.request_stop("interrupted")
+        else:
+            sys.stderr.write(f"\nforced stop: the run is in {engine.run_dir} "
+                             f"(continue it with kforge resume {engine.run_dir})\n")
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
+
+    return on_sigint
+
+
 def _execute(engine: Any, as_json: bool) -> int:
     from kforge.output import JsonLines, LiveTable, PlainLines, print_summary
 
@@ -208,23 +228,10 @@ def _execute(engine: Any, as_json: bool) -> int:
     elif not as_json:
         engine.bus.subscribe(PlainLines(console, engine.problem_ids, title, resumed_from, total=total))
 
-    interrupts = {"n": 0}
+    on_sigint = _interrupt_handler(engine, console)
 
     async def main() -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-
-        def on_sigint() -> None:
-            interrupts["n"] += 1
-            if interrupts["n"] == 1:
-                console.print("[yellow]Interrupted: stopping cleanly, everything recorded is kept "
-                              "(Ctrl-C again to force).[/]")
-                engine.request_stop("interrupted")
-            else:  # forced: the user still learns where the run is, and how to go on
-                sys.stderr.write(f"\nforced stop: the run is in {engine.run_dir} "
-                                 f"(continue it with kforge resume {engine.run_dir})\n")
-                sys.stderr.flush()
-                os._exit(EXIT_INTERRUPTED)
-
         try:
             loop.add_signal_handler(signal.SIGINT, on_sigint)
         except (NotImplementedError, RuntimeError):
@@ -303,6 +310,11 @@ def eval_cmd(candidate: Path, problem_ref: str, backend: str, shape: str, device
             await executor.shutdown()
 
     result = asyncio.run(go())
+    if result.status == P.INFRA_ERROR and problem_ref not in {p.id for p in builtin_problems()}:
+        broken = _reference_failure(problem.path)  # the judge failed: is the problem file at fault?
+        if broken:
+            raise RecipeError(f"problem file {problem.path}: its reference fails ({broken}); the candidate "
+                              f"was not judged. Fix the problem file (Model, get_inputs, get_init_inputs).")
     if as_json:
         click.echo(json.dumps(result.to_dict(), default=str))
     else:
@@ -312,6 +324,34 @@ def eval_cmd(candidate: Path, problem_ref: str, backend: str, shape: str, device
     if result.status == P.INFRA_ERROR:
         sys.exit(EXIT_INFRA)
     sys.exit(EXIT_OK if result.status == P.CORRECT else EXIT_NONE_PASSED)
+
+
+_REFERENCE_PROBE = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("kforge_problem", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+model = module.Model(*module.get_init_inputs())
+model(*module.get_inputs())
+"""
+
+
+def _reference_failure(path: str | None) -> str | None:
+    """Run a problem file's reference once in its own process (after the judge failed on it): the
+    last line of its error, or None when it runs (then the judge itself is at fault)."""
+    import subprocess
+
+    if not path:
+        return None
+    try:
+        proc = subprocess.run([sys.executable, "-c", _REFERENCE_PROBE, path], capture_output=True, text=True,
+                              timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"it did not finish: {exc}"
+    if proc.returncode == 0:
+        return None
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else f"exit code {proc.returncode}"
 
 
 def _print_result(result: Any, console: Any) -> None:
