@@ -93,7 +93,7 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per event on stdout.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved plan and exit.")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write the run here instead of a new folder under [run] out.")
+              help="Write the run here (a new or empty folder) instead of a new folder under [run] out.")
 @click.option("--tui", is_flag=True, help="Watch the run in the dashboard.")
 @_guard
 def run(recipe: Path, overrides: tuple[str, ...], as_json: bool, dry_run: bool, run_dir: Path | None,
