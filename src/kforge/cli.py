@@ -110,7 +110,7 @@ def run(recipe: Path, overrides: tuple[str, ...], as_json: bool, dry_run: bool, 
         try:
             engine = Engine(rec, run_dir=run_dir)
         except RecipeError as exc:  # raised while building plugins and problems: still name the file
-            raise RecipeError(f"{recipe}: {exc}", problems=[f"{recipe}: {p}" for p in exc.problems]) from None
+            raise RecipeError(f"{recipe}: {exc}", mistakes=[f"{recipe}: {p}" for p in exc.mistakes]) from None
     for warning in engine.warnings:
         click.echo(f"warning: {warning}", err=True)
     if dry_run:
@@ -151,7 +151,7 @@ def _json_error(as_json: bool) -> Any:
         except RecipeError as exc:
             if as_json:
                 click.echo(json.dumps({"event": "error", "reason": "usage", "message": str(exc),
-                                       "problems": exc.problems}))
+                                       "mistakes": exc.mistakes}))
             raise
 
     return guard()

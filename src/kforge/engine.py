@@ -102,7 +102,7 @@ def preflight(recipe: Recipe, run_dir: Path | None, resume: bool, plugins: list[
             errors += errs
             warnings += warns
     if errors:
-        raise RecipeError(problems=errors)
+        raise RecipeError(mistakes=errors)
     return warnings
 
 

@@ -16,20 +16,20 @@ from typing import Any
 class RecipeError(Exception):
     """A recipe (or an override) is wrong in a way the user must fix. Exit code 2.
 
-    ``problems`` holds each mistake found (one, or all of a recipe's at once: :func:`collect`)."""
+    ``mistakes`` holds each mistake found (one, or all of a recipe's at once: :class:`Mistakes`)."""
 
-    def __init__(self, message: str = "", problems: list[str] | None = None) -> None:
-        self.problems = list(problems) if problems else [message]
-        if problems and not message:
-            message = (problems[0] if len(problems) == 1 else
-                       f"{len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
+    def __init__(self, message: str = "", mistakes: list[str] | None = None) -> None:
+        self.mistakes = list(mistakes) if mistakes else [message]
+        if mistakes and not message:
+            message = (mistakes[0] if len(mistakes) == 1 else
+                       f"{len(mistakes)} problems:\n" + "\n".join(f"  - {p}" for p in mistakes))
         super().__init__(message)
 
 
-class Problems:
+class Mistakes:
     """Collects the mistakes of a recipe so that all of them are reported at once.
 
-    ``with problems.check(): ...`` records a RecipeError raised inside and goes on;
+    ``with mistakes.check(): ...`` records a RecipeError raised inside and goes on;
     :meth:`raise_if_any` raises one RecipeError that lists them all."""
 
     def __init__(self) -> None:
@@ -43,11 +43,11 @@ class Problems:
 
     def raise_if_any(self) -> None:
         if self.found:
-            raise RecipeError(problems=self.found)
+            raise RecipeError(mistakes=self.found)
 
 
 class _Catch:
-    def __init__(self, owner: Problems) -> None:
+    def __init__(self, owner: Mistakes) -> None:
         self.owner = owner
 
     def __enter__(self) -> None:
@@ -55,7 +55,7 @@ class _Catch:
 
     def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
         if isinstance(exc, RecipeError):
-            self.owner.found.extend(exc.problems)
+            self.owner.found.extend(exc.mistakes)
             return True
         return False
 
@@ -154,24 +154,24 @@ class OptionSet:
         """The table's values checked against the options, defaults filled in; a RecipeError that
         lists every mistake of the table."""
         known = {o.name: o for o in self.options}
-        problems = Problems()
+        mistakes = Mistakes()
         for key in table:
             if key in skip:
                 continue
             if key not in known:
                 allowed = ", ".join(sorted(known)) or "(no options)"
-                problems.add(f"{path}.{key} is not an option of {self.owner}.{_close(key, list(known))} "
+                mistakes.add(f"{path}.{key} is not an option of {self.owner}.{_close(key, list(known))} "
                              f"Allowed keys: {allowed}.")
         resolved: dict[str, Any] = {}
         for name, opt in known.items():
             if name in table:
-                with problems.check():
+                with mistakes.check():
                     resolved[name] = opt.check(table[name], f"{path}.{name}")
             elif opt.required:
-                problems.add(f"{path}.{name} is required by {self.owner}: {opt.help}")
+                mistakes.add(f"{path}.{name} is required by {self.owner}: {opt.help}")
             else:
                 resolved[name] = opt.default
-        problems.raise_if_any()
+        mistakes.raise_if_any()
         return resolved
 
 

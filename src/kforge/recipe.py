@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kforge.options import Option, OptionSet, Problems, RecipeError, close_match, read_text
+from kforge.options import Mistakes, Option, OptionSet, RecipeError, close_match, read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -140,7 +140,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None, reg
     try:
         return validate(raw, rpath, registry)
     except RecipeError as exc:
-        raise RecipeError(f"{where}: {exc}", problems=[f"{where}: {p}" for p in exc.problems]) from None
+        raise RecipeError(f"{where}: {exc}", mistakes=[f"{where}: {p}" for p in exc.mistakes]) from None
 
 
 def _table_of(key: str, registry: Any) -> str | None:
@@ -160,21 +160,21 @@ def validate(raw: dict[str, Any], path: Path | None, registry: Any = None) -> Re
 
     registry = registry or get_registry()
     base = path.parent if path is not None else Path.cwd()
-    problems = Problems()
+    mistakes = Mistakes()
     for table, value in list(raw.items()):
         if not isinstance(value, dict):
             home = table if table in ALL_TABLES else _table_of(table, registry)
             where = f" Did you mean to write it under [{home}]?" if home and table not in ALL_TABLES else ""
-            problems.add(f"top-level key {table!r}: a recipe's top level holds only tables "
+            mistakes.add(f"top-level key {table!r}: a recipe's top level holds only tables "
                          f"({', '.join(f'[{t}]' for t in ALL_TABLES)}), not {value!r}.{where}"
                          if table not in ALL_TABLES else f"{table} must be a table ([{table}]), not {value!r}")
             raw = {k: v for k, v in raw.items() if k != table}
         elif table not in ALL_TABLES:
-            problems.add(f"unknown table [{table}].{close_match(table, ALL_TABLES)} "
+            mistakes.add(f"unknown table [{table}].{close_match(table, ALL_TABLES)} "
                          f"Allowed tables: {', '.join(ALL_TABLES)}.")
     tables: dict[str, dict[str, Any]] = {}
     for table, optset in CORE_OPTIONS.items():
-        with problems.check():
+        with mistakes.check():
             tables[table] = optset.resolve(raw.get(table, {}), table, skip=())
         tables.setdefault(table, {o.name: o.default for o in optset.options})
     if tables["run"]["name"] is None:
@@ -187,18 +187,18 @@ def validate(raw: dict[str, Any], path: Path | None, registry: Any = None) -> Re
         given = dict(raw.get(table, {}))
         name = given.get("name", DEFAULT_PLUGIN[table])
         if not isinstance(name, str):
-            problems.add(f"{table}.name must be a string, not {name!r}")
+            mistakes.add(f"{table}.name must be a string, not {name!r}")
             continue
         try:
             impl = registry.get(kind, name)
         except RecipeError as exc:
-            problems.add(f"{table}.name: {exc}")
+            mistakes.add(f"{table}.name: {exc}")
             continue
         optset = OptionSet(f"{table} {name!r}", tuple(getattr(impl, "options", ())))
         try:
             resolved = optset.resolve(given, table)
         except RecipeError as exc:
-            problems.found.extend(exc.problems)
+            mistakes.found.extend(exc.mistakes)
             continue
         for opt in optset.options:
             value = resolved.get(opt.name)
@@ -206,5 +206,5 @@ def validate(raw: dict[str, Any], path: Path | None, registry: Any = None) -> Re
                 p = Path(value).expanduser()
                 resolved[opt.name] = str(p if p.is_absolute() else (base / p).resolve())
         tables[table] = {"name": name, **resolved}
-    problems.raise_if_any()
+    mistakes.raise_if_any()
     return Recipe(path=path, raw=raw, tables=tables)
