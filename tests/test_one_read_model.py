@@ -114,7 +114,7 @@ def test_ctrl_c_then_resume_every_view_reports_the_same_numbers(tmp_path: Path) 
                              text=True, env=_env(), cwd=tmp_path, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     table = _table_rows(resumed.stderr)
-    correct, candidates, solved, n_problems, geomean = _summary_line(resumed.stderr)
+    correct, candidates, solved, n_problems, geomean = _summary_line(resumed.stdout)  # the answer: stdout
 
     report = subprocess.run([sys.executable, "-m", "kforge", "report", str(run_dir), "--json"], capture_output=True,
                             text=True, env=_env(), cwd=tmp_path, timeout=120)

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,16 @@ def _stderr_console() -> Any:
     return console
 
 
+def _stdout_console() -> Any:
+    """Where a command's answer goes (data: stdout), with the same settings as the stderr console."""
+    from rich.console import Console
+
+    console = Console(no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 120
+    return console
+
+
 def _fail(message: str, code: int) -> None:
     click.echo(f"Error: {message}", err=True)
     sys.exit(code)
@@ -47,7 +58,7 @@ def _guard(fn: Any) -> Any:
     import functools
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:  # noqa: C901
         from kforge.engine import InfrastructureError
         from kforge.options import RecipeError
         from kforge.plugins import PluginError
@@ -62,7 +73,17 @@ def _guard(fn: Any) -> Any:
             _fail(str(exc), EXIT_INFRA)
         except _evaluator_error() as exc:
             _fail(str(exc), EXIT_INFRA)
+        except sqlite3.DatabaseError as exc:  # a kforge.db that is not one (or is damaged)
+            _fail(f"a run's kforge.db could not be read: {exc}. It is not a kforge database, or it is "
+                  "damaged: point at a run directory that kforge wrote.", EXIT_USAGE)
+        except UnicodeDecodeError as exc:
+            _fail(f"a file is not UTF-8 text ({exc.reason} at offset {exc.start}): is it the right file?",
+                  EXIT_USAGE)
+        except OSError as exc:  # a path that cannot be created, read or written
+            where = f" {exc.filename}" if exc.filename else ""
+            _fail(f"cannot use{where}: {exc.strerror or exc}", EXIT_USAGE)
 
+    wrapper._kforge_guarded = True  # type: ignore[attr-defined]
     return wrapper
 
 
@@ -80,7 +101,7 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per event on stdout.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved plan and exit.")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write the run here instead of a new folder under [run] out.")
+              help="Write the run here (a new or empty folder) instead of a new folder under [run] out.")
 @click.option("--tui", is_flag=True, help="Watch the run in the dashboard.")
 @_guard
 def run(recipe: Path, overrides: tuple[str, ...], as_json: bool, dry_run: bool, run_dir: Path | None,
@@ -90,11 +111,16 @@ def run(recipe: Path, overrides: tuple[str, ...], as_json: bool, dry_run: bool, 
     from kforge.options import RecipeError
     from kforge.recipe import load_recipe
 
-    rec = load_recipe(recipe, list(overrides))
-    try:
-        engine = Engine(rec, run_dir=run_dir)
-    except RecipeError as exc:  # raised while building plugins and problems: still name the file
-        raise RecipeError(f"{recipe}: {exc}") from None
+    if tui:
+        _tui_needs_a_terminal()
+    with _json_error(as_json):
+        rec = load_recipe(recipe, list(overrides))
+        try:
+            engine = Engine(rec, run_dir=run_dir)
+        except RecipeError as exc:  # raised while building plugins and problems: still name the file
+            raise RecipeError(f"{recipe}: {exc}", mistakes=[f"{recipe}: {p}" for p in exc.mistakes]) from None
+    for warning in engine.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if dry_run:
         plan = engine.plan()
         if as_json:
@@ -111,6 +137,34 @@ def run(recipe: Path, overrides: tuple[str, ...], as_json: bool, dry_run: bool, 
     sys.exit(_execute(engine, as_json))
 
 
+def _tui_needs_a_terminal() -> None:
+    from kforge.commands.tui import no_terminal
+    from kforge.options import RecipeError
+
+    problem = no_terminal()
+    if problem:
+        raise RecipeError(f"--tui: {problem}")
+
+
+def _json_error(as_json: bool) -> Any:
+    """With --json, a run refused before it started still ends its stream: one ``error`` event."""
+    import contextlib
+
+    from kforge.options import RecipeError
+
+    @contextlib.contextmanager
+    def guard() -> Any:
+        try:
+            yield
+        except RecipeError as exc:
+            if as_json:
+                click.echo(json.dumps({"event": "error", "reason": "usage", "message": str(exc),
+                                       "mistakes": exc.mistakes}))
+            raise
+
+    return guard()
+
+
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per event on stdout.")
@@ -123,25 +177,48 @@ def resume(run_dir: Path, as_json: bool) -> None:
     from kforge.engine import Engine
     from kforge.options import RecipeError
     from kforge.recipe import validate
-    from kforge.store import DB_NAME
+    from kforge.store import DB_NAME, RunReader
 
     if not (run_dir / DB_NAME).is_file():
         raise RecipeError(f"{run_dir} is not a kforge run directory (no {DB_NAME})")
+    with RunReader(run_dir) as reader:  # a kforge.db that is not a database stops here, before anything starts
+        reader.get_meta("status")
     try:
         tables = json.loads((run_dir / "recipe.json").read_text())
     except (OSError, ValueError) as exc:
         raise RecipeError(f"{run_dir}/recipe.json is missing or unreadable: {exc}") from exc
-    engine = Engine(validate(tables, None), run_dir=run_dir, resume=True)
+    with _json_error(as_json):
+        engine = Engine(validate(tables, None), run_dir=run_dir, resume=True)
     sys.exit(_execute(engine, as_json))
 
 
 def _print_plan(plan: dict[str, Any]) -> None:
     from rich.pretty import Pretty
 
-    console = _stderr_console()
+    console = _stdout_console()  # the dry run's answer: data, on stdout
     console.print("[bold]Plan[/] (dry run: nothing was started)")
     for key, value in plan.items():
         console.print(f"[bold]{key}[/]:", Pretty(value))
+
+
+def _interrupt_handler(engine: Any, console: Any) -> Any:
+    """Ctrl-C: the first stops the run cleanly; the second exits at once, still naming the run
+    directory (what ``kforge resume`` needs)."""
+    interrupts = {"n": 0}
+
+    def on_sigint() -> None:
+        interrupts["n"] += 1
+        if interrupts["n"] == 1:
+            console.print("[yellow]Interrupted: stopping cleanly, everything recorded is kept "
+                          "(Ctrl-C again to force).[/]")
+            engine.request_stop("interrupted")
+        else:
+            sys.stderr.write(f"\nforced stop: the run is in {engine.run_dir} "
+                             f"(continue it with kforge resume {engine.run_dir})\n")
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
+
+    return on_sigint
 
 
 def _execute(engine: Any, as_json: bool) -> int:
@@ -152,28 +229,17 @@ def _execute(engine: Any, as_json: bool) -> int:
         engine.bus.subscribe(JsonLines())
     live = None
     resumed_from = engine.run_dir if engine.resume else None  # the table starts from what the store holds
+    title, total = f"kforge: {engine.recipe.name}", engine.recipe.tables["budget"].get("candidates")
     if not as_json and console.is_terminal:
-        live = LiveTable(engine.problem_ids, console, f"kforge: {engine.recipe.name}", resumed_from)
+        live = LiveTable(engine.problem_ids, console, title, resumed_from, total=total)
         engine.bus.subscribe(live)
     elif not as_json:
-        engine.bus.subscribe(PlainLines(console, engine.problem_ids, f"kforge: {engine.recipe.name}", resumed_from))
-        engine.bus.subscribe(lambda e: e["event"] == "run_started" and console.print(
-            f"run directory: {e['run_dir']}", markup=False))
+        engine.bus.subscribe(PlainLines(console, engine.problem_ids, title, resumed_from, total=total))
 
-    interrupts = {"n": 0}
+    on_sigint = _interrupt_handler(engine, console)
 
     async def main() -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-
-        def on_sigint() -> None:
-            interrupts["n"] += 1
-            if interrupts["n"] == 1:
-                console.print("[yellow]Interrupted: stopping cleanly, everything recorded is kept "
-                              "(Ctrl-C again to force).[/]")
-                engine.request_stop("interrupted")
-            else:
-                os._exit(EXIT_INTERRUPTED)
-
         try:
             loop.add_signal_handler(signal.SIGINT, on_sigint)
         except (NotImplementedError, RuntimeError):
@@ -185,8 +251,8 @@ def _execute(engine: Any, as_json: bool) -> int:
             summary = asyncio.run(main())
     else:
         summary = asyncio.run(main())
-    if not as_json:
-        print_summary(console, summary)
+    if not as_json:  # the run's answer is data: stdout (the live progress stayed on stderr)
+        print_summary(_stdout_console(), summary)
     if engine.stop_reason == "interrupted":
         return EXIT_INTERRUPTED
     return EXIT_OK if summary["correct"] > 0 else EXIT_NONE_PASSED
@@ -208,7 +274,7 @@ def eval_cmd(candidate: Path, problem_ref: str, backend: str, shape: str, device
     from kforge.api import code_hash
     from kforge.engine import InfrastructureError
     from kforge.evaluator import Evaluator, EvaluatorError
-    from kforge.options import RecipeError
+    from kforge.options import RecipeError, read_text
     from kforge.recipe import apply_override
     from kforge.runtime import protocol as P
 
@@ -217,7 +283,7 @@ def eval_cmd(candidate: Path, problem_ref: str, backend: str, shape: str, device
         apply_override(raw, o)
     if set(raw) - {"eval"}:
         raise RecipeError("kforge eval only takes --set eval.KEY=VALUE")
-    code = candidate.read_text()
+    code = read_text(candidate, "candidate file")
     evaluator = Evaluator("local", executor_options={"device": device, "workers": 1})
     try:
         with evaluator:
@@ -225,10 +291,18 @@ def eval_cmd(candidate: Path, problem_ref: str, backend: str, shape: str, device
                                         **raw.get("eval", {}))
     except EvaluatorError as exc:
         raise InfrastructureError(str(exc)) from exc
+    ref_path = Path(problem_ref)
+    if result.status == P.INFRA_ERROR and (ref_path.suffix == ".py" or ref_path.is_file()):
+        broken = _reference_failure(str(ref_path))  # the judge failed: is the problem file at fault?
+        if broken:
+            raise RecipeError(f"problem file {ref_path}: its reference fails ({broken}); the candidate "
+                              f"was not judged. Fix the problem file (Model, get_inputs, get_init_inputs).")
     if as_json:
         click.echo(json.dumps(result.to_dict(), default=str))
     else:
-        _print_result(result)
+        _print_result(result, _stdout_console())
+    if result.status == P.INFRA_ERROR and result.guard == "reference":  # the problem file is at fault
+        sys.exit(EXIT_USAGE)
     if result.status == P.INFRA_ERROR:
         sys.exit(EXIT_INFRA)
     sys.exit(EXIT_OK if result.status == P.CORRECT else EXIT_NONE_PASSED)
@@ -302,15 +376,42 @@ def serve_cmd(host: str, port: int, tokens: tuple[str, ...], db: Path, executor_
     sys.exit(code)
 
 
-def _print_result(result: Any) -> None:
+_REFERENCE_PROBE = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("kforge_problem", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+model = module.Model(*module.get_init_inputs())
+model(*module.get_inputs())
+"""
+
+
+def _reference_failure(path: str | None) -> str | None:
+    """Run a problem file's reference once in its own process (after the judge failed on it): the
+    last line of its error, or None when it runs (then the judge itself is at fault)."""
+    import subprocess
+
+    if not path:
+        return None
+    try:
+        proc = subprocess.run([sys.executable, "-c", _REFERENCE_PROBE, path], capture_output=True, text=True,
+                              timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"it did not finish: {exc}"
+    if proc.returncode == 0:
+        return None
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else f"exit code {proc.returncode}"
+
+
+def _print_result(result: Any, console: Any) -> None:
     from kforge import fmt
     from kforge.output import STATUS_STYLE
 
-    console = _stderr_console()
     style = STATUS_STYLE.get(result.status, "")
     console.print(f"[{style}]{result.status}[/] on {result.device} (shape: {result.shape_name})")
     if result.error:
-        console.print(f"  [{result.guard}] {result.error}", markup=False)
+        console.print(f"  [{result.guard}] {result.error}" if result.guard else f"  {result.error}", markup=False)
     if result.timing:
         base = result.baseline_eager or {}
         console.print(f"  candidate {fmt.ms(result.timing['median_ms'])} ms (p20 {fmt.ms(result.timing['p20_ms'])}, "
@@ -423,8 +524,18 @@ def _add_builtin_commands() -> None:
     from kforge.commands.tui import tui_cmd
 
     for cmd in (prompt_cmd, cache_group, modal_group, tui_cmd, report_cmd, compare_cmd):
+        _guard_all(cmd)
         cli.add_command(cmd)
+    _guard_all(check_cmd)
     problems.add_command(check_cmd)  # kforge problems check
+
+
+def _guard_all(cmd: click.Command) -> None:
+    """Every command gets the same treatment of known errors: a clear message and exit code."""
+    if cmd.callback is not None and not getattr(cmd.callback, "_kforge_guarded", False):
+        cmd.callback = _guard(cmd.callback)
+    for sub in getattr(cmd, "commands", {}).values():
+        _guard_all(sub)
 
 
 _add_builtin_commands()

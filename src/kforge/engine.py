@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import json
+import os
 import platform
 import re
 import subprocess
@@ -56,6 +57,53 @@ def new_run_dir(out: str | Path, name: str) -> Path:
         n += 1
         path = base.with_name(f"{base.name}-{n}")
     return path
+
+
+def _writable_dir_problem(path: Path, what: str) -> str | None:
+    """Why ``path`` cannot be (or become) a folder this process writes in, or None."""
+    path = path.expanduser()
+    if path.exists():
+        if not path.is_dir():
+            return f"{what} {path} is a file, not a folder"
+        return None if os.access(path, os.W_OK | os.X_OK) else f"{what} {path} is not writable"
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{what} {path} cannot be created: {parent} is a file, not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{what} {path} cannot be created: {parent} is not writable"
+    return None
+
+
+def preflight(recipe: Recipe, run_dir: Path | None, resume: bool, plugins: list[Any],
+              problem_ids: list[str]) -> list[str]:
+    """Check what would stop a run before anything starts (a dry run checks it too): the run
+    directory, [run] out, each generator's needs (an API key, replay files). Raises RecipeError with
+    every problem found; returns the warnings."""
+    from kforge.store import DB_NAME
+
+    errors: list[str] = []
+    warnings: list[str] = []
+    if run_dir is not None and not resume:
+        if (run_dir / DB_NAME).exists():
+            errors.append(f"--run-dir {run_dir} holds a run already: a run never writes into another. Continue "
+                          f"it with kforge resume {run_dir}, or give a new directory.")
+        elif run_dir.exists() and run_dir.is_dir() and any(run_dir.iterdir()):
+            errors.append(f"--run-dir {run_dir} is not empty: give a new or empty directory")
+        else:
+            errors += [m for m in [_writable_dir_problem(run_dir, "--run-dir")] if m]
+    elif run_dir is None:
+        errors += [m for m in [_writable_dir_problem(Path(recipe.tables["run"]["out"]), "run.out")] if m]
+    for plugin in plugins:
+        check = getattr(plugin, "preflight", None)
+        if check is not None:
+            errs, warns = check(problem_ids)
+            errors += errs
+            warnings += warns
+    if errors:
+        raise RecipeError(mistakes=errors)
+    return warnings
 
 
 def load_problems(recipe: Recipe, registry: Registry) -> list[Problem]:
@@ -127,6 +175,8 @@ class Engine:
             self.routes[hint] = cls(**optset.resolve(dict(hopts or {}), f"search.{hint}", skip=()))
         ename, eopts = recipe.plugin("executor")
         self.executor = reg.get("executors", ename)(**eopts)
+        self.warnings = preflight(recipe, run_dir, resume, [self.generator, *self.routes.values()],
+                                  self.problem_ids)
         self.loggers = [cls() for cls in (reg.items.get("loggers", {})[n].impl for n in reg.names("loggers"))]
         self.ctx = RunContext(seed=recipe.tables["run"]["seed"], problems=self.problems, backend=self.backend,
                               recipe=recipe.to_dict(), run_dir=self.run_dir)
@@ -244,8 +294,14 @@ class Engine:
             await self.generator.aclose()
             for routed in self.routes.values():
                 await routed.aclose()
-            if sys.exc_info()[0] is not None:  # the run failed: still close what holds files
+            failure = sys.exc_info()[1]
+            if failure is not None:  # the run failed: the stream still ends, and what holds files closes
                 self.store.set_meta("status", "failed")
+                if not isinstance(failure, (InfrastructureError, asyncio.CancelledError)):
+                    message = f"the run failed: {type(failure).__name__}: {failure}"
+                    with contextlib.suppress(Exception):
+                        self.emit(E.make(E.ERROR, reason="failed", message=message))
+                        self.emit(E.make(E.RUN_FINISHED, run_dir=str(self.run_dir), status="failed"))
                 self._close_loggers()
         summary, _ = summarise(self.store)  # the run's one summary, from its store (a resumed run's too)
         metrics = self._search_metrics(force=True)
@@ -514,6 +570,12 @@ class Engine:
         self.store.set_proposal_outcome(proposal.id, f"candidate {cid}", **paid)
         self.emit(E.make(E.CANDIDATE, candidate=cid, problem=proposal.problem_id, label=gen.label,
                          generator=gen.generator, proposal=proposal.id))
+        unreadable = gen.meta.get("compile_error")
+        if unreadable:  # e.g. a replay file that is not text: a compile error with the reason, never run
+            res = P.EvalResult(request_id=cid, problem_id=proposal.problem_id, status=P.COMPILE_ERROR,
+                               guard="encoding", error=str(unreadable), device="static check (not run)")
+            self._record(cand, proposal, res)
+            return False
         problems = self.backend.static_check(gen.code)
         if problems:
             res = static_rejection(cid, proposal.problem_id, problems)

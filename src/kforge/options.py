@@ -7,13 +7,77 @@ message naming the key path and what is allowed, and ``kforge plugins`` can list
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 
 class RecipeError(Exception):
-    """A recipe (or an override) is wrong in a way the user must fix. Exit code 2."""
+    """A recipe (or an override) is wrong in a way the user must fix. Exit code 2.
+
+    ``mistakes`` holds each mistake found (one, or all of a recipe's at once: :class:`Mistakes`)."""
+
+    def __init__(self, message: str = "", mistakes: list[str] | None = None) -> None:
+        self.mistakes = list(mistakes) if mistakes else [message]
+        if mistakes and not message:
+            message = (mistakes[0] if len(mistakes) == 1 else
+                       f"{len(mistakes)} problems:\n" + "\n".join(f"  - {p}" for p in mistakes))
+        super().__init__(message)
+
+
+class Mistakes:
+    """Collects the mistakes of a recipe so that all of them are reported at once.
+
+    ``with mistakes.check(): ...`` records a RecipeError raised inside and goes on;
+    :meth:`raise_if_any` raises one RecipeError that lists them all."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.found.append(message)
+
+    def check(self) -> _Catch:
+        return _Catch(self)
+
+    def raise_if_any(self) -> None:
+        if self.found:
+            raise RecipeError(mistakes=self.found)
+
+
+class _Catch:
+    def __init__(self, owner: Mistakes) -> None:
+        self.owner = owner
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        if isinstance(exc, RecipeError):
+            self.owner.found.extend(exc.mistakes)
+            return True
+        return False
+
+
+def read_text(path: Any, what: str) -> str:
+    """A text file's contents, or a RecipeError that says why not (missing, unreadable, not UTF-8)."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RecipeError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{what} {path} is not UTF-8 text (byte {data[exc.start]:#04x} at offset "
+                          f"{exc.start}): is it the right file?") from None
+
+
+# integers a recipe may hold: SQLite and the judge store them as signed 64-bit
+MAX_INT = 2**63 - 1
 
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
@@ -63,6 +127,10 @@ class Option:
                 break
         if not ok:
             raise RecipeError(f"{path} must be {self.type_name()}, not {value!r}.")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RecipeError(f"{path} is {value!r}; it must be a finite number.")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+            raise RecipeError(f"{path} is {value}; that is too large (at most {MAX_INT}).")
         if isinstance(value, list) and self.item_type is not None:
             for i, item in enumerate(value):
                 if not isinstance(item, self.item_type) or (self.item_type is int and isinstance(item, bool)):
@@ -83,23 +151,27 @@ class OptionSet:
     options: tuple[Option, ...] = field(default_factory=tuple)
 
     def resolve(self, table: dict[str, Any], path: str, skip: tuple[str, ...] = ("name",)) -> dict[str, Any]:
+        """The table's values checked against the options, defaults filled in; a RecipeError that
+        lists every mistake of the table."""
         known = {o.name: o for o in self.options}
+        mistakes = Mistakes()
         for key in table:
             if key in skip:
                 continue
             if key not in known:
                 allowed = ", ".join(sorted(known)) or "(no options)"
-                raise RecipeError(
-                    f"{path}.{key} is not an option of {self.owner}.{_close(key, list(known))} "
-                    f"Allowed keys: {allowed}.")
+                mistakes.add(f"{path}.{key} is not an option of {self.owner}.{_close(key, list(known))} "
+                             f"Allowed keys: {allowed}.")
         resolved: dict[str, Any] = {}
         for name, opt in known.items():
             if name in table:
-                resolved[name] = opt.check(table[name], f"{path}.{name}")
+                with mistakes.check():
+                    resolved[name] = opt.check(table[name], f"{path}.{name}")
             elif opt.required:
-                raise RecipeError(f"{path}.{name} is required by {self.owner}: {opt.help}")
+                mistakes.add(f"{path}.{name} is required by {self.owner}: {opt.help}")
             else:
                 resolved[name] = opt.default
+        mistakes.raise_if_any()
         return resolved
 
 

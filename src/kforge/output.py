@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -122,62 +123,112 @@ def retime_word(rep: dict[str, Any] | None) -> str | None:
     return f"{rep['verdict']} on fresh inputs"
 
 
+def verdict_line(event: dict[str, Any]) -> str | None:
+    """The one line a run prints for an event as it lands (a verdict, a re-timing, a stop), or None."""
+    kind = event["event"]
+    if kind == "run_started":
+        return f"run directory: {event['run_dir']}"
+    if kind in ("result", "retime"):
+        got = f" speedup {fmt.speedup(event.get('speedup'))}" if event["status"] == "correct" else ""
+        error = str(event.get("error") or "").strip()
+        why = ""
+        if event["status"] != "correct" and error:
+            guard = f" [{event['guard']}]" if event.get("guard") else ""
+            why = f"{guard} {error.splitlines()[0][:160]}"
+        if kind == "result":
+            return f"{event['problem']} {event['candidate']} ({event.get('label')}): {event['status']}{got}{why}"
+        return (f"{event['problem']} {event['candidate']} re-timed: {event['status']}{got} (first "
+                f"{fmt.speedup(event.get('first_speedup'))}): {event.get('verdict')}{why}")
+    if kind in ("budget", "error") and event.get("message"):
+        return f"! {event['message']}"
+    return None
+
+
+class Progress:
+    """Elapsed time, candidates judged (of the budget, when there is one) and an ETA."""
+
+    def __init__(self, total: int | None) -> None:
+        self.total = total
+        self.judged = 0
+        self.started = time.monotonic()
+
+    def update(self, event: dict[str, Any]) -> None:
+        if event["event"] == "result":
+            self.judged += 1
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.started
+        text = f"elapsed {fmt.seconds(elapsed)}, {self.judged}"
+        if not self.total:
+            return f"{text} judged"
+        text += f"/{self.total} judged (budget)"
+        if self.judged:
+            left = max(self.total - self.judged, 0) * elapsed / self.judged
+            return f"{text}, ETA {fmt.seconds(left)} at most"
+        return f"{text}, ETA after the first verdict"
+
+
 class LiveTable:
-    """A rich live table on stderr, updated as each result arrives."""
+    """A rich live table on stderr, updated as each result arrives; each verdict is also printed as
+    a line above it, and a progress line (elapsed, count, ETA) sits under it."""
 
     def __init__(self, problem_ids: list[str], console: Console, title: str,
-                 resumed_from: str | Path | None = None) -> None:
+                 resumed_from: str | Path | None = None, total: int | None = None) -> None:
         self.rows = ProblemRows(problem_ids)
         if resumed_from is not None:
             self.rows.seed(resumed_from)
         self.console = console
         self.title = title
-        self.live = Live(self.rows.table(title), console=console, refresh_per_second=8, transient=False)
+        self.progress = Progress(total)
+        self.live = Live(get_renderable=self._render, console=console, refresh_per_second=4, transient=False)
+
+    def _render(self) -> Any:
+        return Group(self.rows.table(self.title), Text(self.progress.line(), style="dim"))
+
+    def progress_line(self) -> str:
+        return self.progress.line()
 
     def __enter__(self) -> LiveTable:
         self.live.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.live.update(self.rows.table(self.title))
+        self.live.refresh()
         self.live.__exit__(*exc)
 
     def __call__(self, event: dict[str, Any]) -> None:
         self.rows.update(event)
+        self.progress.update(event)
+        line = verdict_line(event)
+        if line is not None:
+            self.live.console.print(line, markup=False, highlight=False)
         if event["event"] in ("result", "retime"):
-            self.live.update(self.rows.table(self.title))
+            self.live.refresh()
 
 
 class PlainLines:
-    """One line per result on stderr when not on a terminal (no spinners, no redraws)."""
+    """One line per event that matters on stderr when not on a terminal (no spinners, no redraws)."""
 
     def __init__(self, console: Console, problem_ids: list[str], title: str,
-                 resumed_from: str | Path | None = None) -> None:
+                 resumed_from: str | Path | None = None, total: int | None = None) -> None:
         self.console = console
         self.rows = ProblemRows(problem_ids)
         if resumed_from is not None:
             self.rows.seed(resumed_from)
         self.title = title
+        self.progress = Progress(total)
 
     def __call__(self, event: dict[str, Any]) -> None:
         self.rows.update(event)
+        self.progress.update(event)
         if event["event"] == "summary":
             self.console.print(self.rows.table(self.title))
-        elif event["event"] == "result":
-            extra = f" speedup {fmt.speedup(event.get('speedup'))}" if event["status"] == "correct" else ""
-            why = f" [{event.get('guard')}] {str(event.get('error') or '').splitlines()[0][:160]}" \
-                if event["status"] != "correct" and event.get("error") else ""
-            self.console.print(f"{event['problem']} {event['candidate']} ({event.get('label')}): "
-                               f"{event['status']}{extra}{why}", markup=False, highlight=False)
-        elif event["event"] == "retime":
-            got = f" speedup {fmt.speedup(event.get('speedup'))}" if event["status"] == "correct" else ""
-            why = f" [{event.get('guard')}] {str(event.get('error') or '').splitlines()[0][:160]}" \
-                if event["status"] != "correct" and event.get("error") else ""
-            self.console.print(f"{event['problem']} {event['candidate']} re-timed: {event['status']}{got} (first "
-                               f"{fmt.speedup(event.get('first_speedup'))}): {event.get('verdict')}{why}",
-                               markup=False, highlight=False)
-        elif event["event"] in ("budget", "error") and event.get("message"):
-            self.console.print(f"! {event['message']}", markup=False, highlight=False)
+            return
+        line = verdict_line(event)
+        if line is not None:
+            if event["event"] == "result":
+                line += f"  ({self.progress.line()})"
+            self.console.print(line, markup=False, highlight=False)
 
 
 def print_summary(console: Console, summary: dict[str, Any]) -> None:

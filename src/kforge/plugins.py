@@ -21,6 +21,9 @@ from kforge import hookspecs
 from kforge.options import RecipeError, close_match
 
 KINDS = ("backends", "generators", "searches", "executors", "problem_sources", "loggers")
+# plugins that ship in this repository's plugins/ folder, by the name a recipe gives them
+FIRST_PARTY = {"hf": "plugins/kforge-hf", "ttt": "plugins/kforge-hf", "cutlass": "plugins/kforge-cutlass",
+               "solutions": "plugins/kforge-example", "wandb": "plugins/kforge-wandb"}
 SINGULAR = {"backends": "backend", "generators": "generator", "searches": "search", "executors": "executor",
             "problem_sources": "problem source", "loggers": "logger"}
 
@@ -63,7 +66,10 @@ class Registry:
         table = self.items.get(kind, {})
         if name not in table:
             known = ", ".join(sorted(table)) or "(none)"
+            home = FIRST_PARTY.get(name)
             hint = "" if close_match(name, table) else (
+                f" It comes from the plugin in {home}: install it with pip install -e {home}"
+                f" (kforge plugins lists what is installed)." if home else
                 " If it comes from a plugin, install that plugin (kforge plugins lists what is installed"
                 + ("; KFORGE_LOAD_PLUGINS is set and may filter it out" if "KFORGE_LOAD_PLUGINS" in os.environ
                    else "") + ").")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kforge.options import Option, OptionSet, RecipeError, close_match
+from kforge.options import Mistakes, Option, OptionSet, RecipeError, close_match, read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,8 +38,9 @@ CORE_OPTIONS: dict[str, OptionSet] = {
     )),
     "eval": OptionSet("[eval]", (
         Option("trials", int, 5, "correctness trials, each with fresh inputs (at least 5)", minimum=5),
-        Option("atol", float, None, "absolute tolerance (default from the dtype: fp32 1e-4, fp16/bf16 1e-2)"),
-        Option("rtol", float, None, "relative tolerance (default from the dtype)"),
+        Option("atol", float, None, "absolute tolerance (default from the dtype: fp32 1e-4, fp16/bf16 1e-2)",
+               minimum=0),
+        Option("rtol", float, None, "relative tolerance (default from the dtype)", minimum=0),
         Option("warmup", int, 3, "untimed warm-up calls", minimum=0),
         Option("min_samples", int, 10, "fewest timed samples (0 skips timing)", minimum=0),
         Option("max_samples", int, 100, "most timed samples", minimum=1),
@@ -65,7 +66,7 @@ CORE_OPTIONS: dict[str, OptionSet] = {
     )),
     "budget": OptionSet("[budget]", (
         Option("candidates", int, None, "most candidates to evaluate in the run", minimum=1),
-        Option("wall_clock_s", float, None, "stop the run after this many seconds"),
+        Option("wall_clock_s", float, None, "stop the run after this many seconds", minimum=0),
         Option("tokens", int, None, "stop the run once generations have used this many tokens (in + out)", minimum=1),
         Option("usd", float, None, "stop the run once generations have cost this many US dollars", minimum=0),
     )),
@@ -126,7 +127,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None, reg
         if not rpath.is_file():
             raise RecipeError(f"recipe file {rpath} does not exist")
         try:
-            raw = tomllib.loads(rpath.read_text())
+            raw = tomllib.loads(read_text(rpath, "recipe file"))
         except tomllib.TOMLDecodeError as exc:
             raise RecipeError(f"{rpath} is not valid TOML: {exc}") from exc
     env = dict(os.environ) if env is None else env
@@ -139,7 +140,19 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None, reg
     try:
         return validate(raw, rpath, registry)
     except RecipeError as exc:
-        raise RecipeError(f"{where}: {exc}") from None
+        raise RecipeError(f"{where}: {exc}", mistakes=[f"{where}: {p}" for p in exc.mistakes]) from None
+
+
+def _table_of(key: str, registry: Any) -> str | None:
+    """The table that declares ``key`` (for a key written at a recipe's top level), or None."""
+    for table, optset in CORE_OPTIONS.items():
+        if any(o.name == key for o in optset.options):
+            return table
+    for table, kind in PLUGIN_TABLES.items():
+        if key == "name" or any(o.name == key for o in getattr(registry.get(kind, DEFAULT_PLUGIN[table]),
+                                                               "options", ())):
+            return table
+    return None
 
 
 def validate(raw: dict[str, Any], path: Path | None, registry: Any = None) -> Recipe:
@@ -147,15 +160,23 @@ def validate(raw: dict[str, Any], path: Path | None, registry: Any = None) -> Re
 
     registry = registry or get_registry()
     base = path.parent if path is not None else Path.cwd()
-    for table, value in raw.items():
-        if table not in ALL_TABLES:
-            raise RecipeError(f"unknown table [{table}].{close_match(table, ALL_TABLES)} "
-                              f"Allowed tables: {', '.join(ALL_TABLES)}.")
+    mistakes = Mistakes()
+    for table, value in list(raw.items()):
         if not isinstance(value, dict):
-            raise RecipeError(f"{table} must be a table ([{table}]), not {value!r}")
+            home = table if table in ALL_TABLES else _table_of(table, registry)
+            where = f" Did you mean to write it under [{home}]?" if home and table not in ALL_TABLES else ""
+            mistakes.add(f"top-level key {table!r}: a recipe's top level holds only tables "
+                         f"({', '.join(f'[{t}]' for t in ALL_TABLES)}), not {value!r}.{where}"
+                         if table not in ALL_TABLES else f"{table} must be a table ([{table}]), not {value!r}")
+            raw = {k: v for k, v in raw.items() if k != table}
+        elif table not in ALL_TABLES:
+            mistakes.add(f"unknown table [{table}].{close_match(table, ALL_TABLES)} "
+                         f"Allowed tables: {', '.join(ALL_TABLES)}.")
     tables: dict[str, dict[str, Any]] = {}
     for table, optset in CORE_OPTIONS.items():
-        tables[table] = optset.resolve(raw.get(table, {}), table, skip=())
+        with mistakes.check():
+            tables[table] = optset.resolve(raw.get(table, {}), table, skip=())
+        tables.setdefault(table, {o.name: o.default for o in optset.options})
     if tables["run"]["name"] is None:
         tables["run"]["name"] = path.stem if path is not None else "run"
     src = tables["problems"]["source"]
@@ -166,17 +187,24 @@ def validate(raw: dict[str, Any], path: Path | None, registry: Any = None) -> Re
         given = dict(raw.get(table, {}))
         name = given.get("name", DEFAULT_PLUGIN[table])
         if not isinstance(name, str):
-            raise RecipeError(f"{table}.name must be a string, not {name!r}")
+            mistakes.add(f"{table}.name must be a string, not {name!r}")
+            continue
         try:
             impl = registry.get(kind, name)
         except RecipeError as exc:
-            raise RecipeError(f"{table}.name: {exc}") from None
+            mistakes.add(f"{table}.name: {exc}")
+            continue
         optset = OptionSet(f"{table} {name!r}", tuple(getattr(impl, "options", ())))
-        resolved = optset.resolve(given, table)
+        try:
+            resolved = optset.resolve(given, table)
+        except RecipeError as exc:
+            mistakes.found.extend(exc.mistakes)
+            continue
         for opt in optset.options:
             value = resolved.get(opt.name)
             if opt.is_path and isinstance(value, str):
                 p = Path(value).expanduser()
                 resolved[opt.name] = str(p if p.is_absolute() else (base / p).resolve())
         tables[table] = {"name": name, **resolved}
+    mistakes.raise_if_any()
     return Recipe(path=path, raw=raw, tables=tables)

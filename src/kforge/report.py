@@ -105,6 +105,23 @@ def run_figures(run_dir: str | Path) -> dict[str, Any]:
     }
 
 
+def best_over_time(stats: dict[str, Any], end_s: float) -> dict[str, tuple[list[float], list[float]]]:
+    """Each problem's best speedup over time, (minutes, speedup), as the plot draws it: a step at each
+    first judging that improved it, ending at ``end_s`` on the figure the table reports (a re-timed
+    winner's figure; NaN, no line to the end, when the re-timing found none correct and the table
+    shows none), so the plot and the table agree."""
+    out: dict[str, tuple[list[float], list[float]]] = {}
+    for pid, st in stats.items():
+        curve = list(st.curve)
+        if not curve:
+            continue
+        reported = st.best_speedup if st.best_speedup is not None else float("nan")
+        xs = [t / 60 for t, _ in curve] + [end_s / 60]
+        ys = [s for _, s in curve] + [reported]
+        out[pid] = (xs, ys)
+    return out
+
+
 def _budget_used(key: str, n_candidates: int, usage: Usage, wall_s: float | None) -> float | None:
     return {"candidates": n_candidates, "tokens": usage.get("tokens"), "usd": usage.get("cost_usd"),
             "wall_clock_s": wall_s}.get(key)
@@ -179,12 +196,9 @@ def render_plots(figures: dict[str, Any]) -> dict[str, bytes]:
     ax = fig.add_subplot()
     values: list[float] = []
     end = max([t for c in series["curves"].values() for t, _ in c] + [float(figures["run"].get("wall_s") or 0.0)])
-    for pid, c in series["curves"].items():
-        if not c:
-            continue
-        xs = [t / 60 for t, _ in c] + [end / 60]
-        ys = [s for _, s in c] + [c[-1][1]]
-        values += ys
+    for pid, (xs, ys) in best_over_time(series["stats"], end).items():
+        c = series["curves"][pid]
+        values += [y for y in ys if y > 0]
         ax.step(xs, ys, where="post", label=pid, linewidth=1.6, marker="o", markevery=list(range(len(c))),
                 markersize=3)
     if values and max(values) / max(min(values), 1e-12) > 10:

@@ -65,8 +65,15 @@ def test_prices_come_from_the_recipe_when_given() -> None:
         ModalSettings.from_options({"gpu_usd_per_hour": {"H100": "cheap"}})
 
 
-def test_the_modal_recipe_validates_and_plans(modal_registry) -> None:
+# planning needs the generator's API key to be set (a run checks it before anything starts), not valid
+PLACEHOLDER_KEYS = {"ANTHROPIC_API_KEY": "placeholder", "OPENAI_API_KEY": "placeholder"}
+
+
+def test_the_modal_recipe_validates_and_plans(modal_registry, monkeypatch) -> None:
     from kforge.engine import Engine
+
+    for key, value in PLACEHOLDER_KEYS.items():
+        monkeypatch.setenv(key, value)
     from kforge.recipe import load_recipe
 
     recipe = load_recipe(MODAL_RECIPE, registry=modal_registry)
@@ -98,8 +105,8 @@ reg = build_registry(pm)
 Engine(load_recipe({str(MODAL_RECIPE)!r}, registry=reg), registry=reg).plan()
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("modal", "torch", "triton"))))
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=isolated_env,
-                          cwd=REPO, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**isolated_env, **PLACEHOLDER_KEYS}, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
 
@@ -109,7 +116,8 @@ def test_kforge_run_dry_run_prints_the_modal_plan(kforge_cli, isolated_env: dict
 
     if "kforge.executors.modal" not in DEFAULT_PLUGINS:
         pytest.skip("the modal executor is not in DEFAULT_PLUGINS yet")
-    proc = kforge_cli("run", MODAL_RECIPE, "--dry-run", "--json", env=isolated_env, timeout=120)
+    proc = kforge_cli("run", MODAL_RECIPE, "--dry-run", "--json", env={**isolated_env, **PLACEHOLDER_KEYS},
+                      timeout=120)
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout.strip().splitlines()[-1])
     assert plan["event"] == "plan"

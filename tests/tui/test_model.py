@@ -29,7 +29,7 @@ def test_poller_reads_in_batches_and_state_folds_them(tmp_path: Path) -> None:
     assert ch.new_problems == ["relu", "softmax", "layernorm"]
     assert ch.new_candidates == ["c0001", "c0002"]
     assert state.problems["relu"].in_flight == 1
-    assert str(state.problem_status(state.problems["relu"])) == "judging 1"
+    assert str(state.problem_status(state.problems["relu"])) == "1 in flight"
     assert poller.read() is None  # nothing new
     replay.write()
     batches = []

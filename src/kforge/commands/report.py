@@ -47,7 +47,7 @@ def report_cmd(run_dir: Path, out_dir: Path | None, as_json: bool, baseline: Pat
         from kforge.commands.check import print_published
 
         print_published(published)
-    click.echo(f"wrote {written['markdown']} and {written['html']}", err=True)
+    click.echo(f"wrote {written['markdown']} and {written['html']}", err=as_json)  # the answer, unless --json is
     if not have_matplotlib():
         click.echo("note: no plots (matplotlib is not installed: pip install 'kforge[report]')", err=True)
 

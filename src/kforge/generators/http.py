@@ -281,6 +281,16 @@ class ApiGenerator(Generator):
         self.usage = {"requests": 0, "cache_hits": 0, "retries": 0, "failed": 0, "tokens_in": 0, "tokens_out": 0,
                       "cost_usd": 0.0}
 
+    def preflight(self, problem_ids: list[str]) -> tuple[list[str], list[str]]:
+        """Before the run (and in a dry run): (errors, warnings). A missing API key is an error,
+        unless every generation comes from the cache (``replay_only``)."""
+        env = str(self.opts.api_key_env or "")
+        if env and not os.environ.get(env) and not self.opts.replay_only:
+            return [f"{self.name} generator: the environment variable {env} (generator.api_key_env) is not set. "
+                    f"Export it with your API key, or set generator.api_key_env = \"\" for a server that needs "
+                    f"no key, or generator.replay_only = true to replay a cache."], []
+        return [], []
+
     # -- wire format (subclasses) ---------------------------------------------------------------
     def headers(self, key: str | None) -> dict[str, str]:
         raise NotImplementedError

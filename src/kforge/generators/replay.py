@@ -51,9 +51,36 @@ class ReplayGenerator(Generator):
                                       meta={"exhausted": True}))
                 continue
             f = files[index]
-            out.append(Generation(p.id, f.read_text(), self.name, model=None, label=f.name,
-                                  meta={"file": str(f)}))
+            meta: dict[str, object] = {"file": str(f)}
+            try:
+                data = f.read_bytes()
+            except OSError as exc:
+                out.append(Generation(p.id, None, self.name, error=f"cannot read {f}: {exc.strerror or exc}"))
+                continue
+            try:
+                code = data.decode("utf-8")
+            except UnicodeDecodeError as exc:  # judged as a compile error with the reason, never run
+                code = data.decode("utf-8", errors="replace")
+                meta["compile_error"] = (f"{f.name} is not UTF-8 text (byte {data[exc.start]:#04x} at offset "
+                                         f"{exc.start}): a candidate must be a Python source file")
+            out.append(Generation(p.id, code, self.name, model=None, label=f.name, meta=meta))
         return out
+
+    def preflight(self, problem_ids: list[str]) -> tuple[list[str], list[str]]:
+        """Before the run: (errors, warnings) about the selected problems' candidate files."""
+        if self.root.is_file():
+            return [], []
+        missing = [pid for pid in problem_ids if not self.files_for(pid)]
+        where = f"{self.root}/<problem_id>/*.py or {self.root}/<problem_id>.py"
+        if missing and len(missing) == len(problem_ids):
+            found = sorted(p.name for p in self.root.iterdir())[:8] if self.root.is_dir() else []
+            return [f"generator.path {self.root} has no candidate files for the selected problems "
+                    f"({', '.join(missing)}): expected {where}"
+                    + (f"; it holds {', '.join(found)}" if found else "; it is empty")], []
+        if missing:
+            return [], [f"generator.path {self.root} has no candidate files for {', '.join(missing)}: "
+                        f"they get no candidates (expected {where})"]
+        return [], []
 
 
 @hookimpl

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kforge.options import RecipeError
+from kforge.options import RecipeError, read_text
 from kforge.runtime.meta import eval_expr, problem_metadata
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
@@ -142,11 +142,7 @@ def is_problem_source(source: str) -> bool:
 
 
 def load_problem_file(path: Path, problem_id: str | None = None) -> Problem:
-    try:
-        source = path.read_text()
-    except OSError as exc:
-        raise RecipeError(f"cannot read problem file {path}: {exc.strerror}") from exc
-    return load_problem_source(source, problem_id, path=path)
+    return load_problem_source(read_text(path, "problem file"), problem_id, path=path)
 
 
 def load_problem_source(source: str, problem_id: str | None = None, path: Path | None = None) -> Problem:
@@ -191,9 +187,11 @@ def load_problem_path(path: Path) -> list[Problem]:
         if f.name.startswith("_") or "solutions" in f.relative_to(path).parts:
             continue
         try:
-            text = f.read_text()
+            text = f.read_bytes().decode("utf-8")
         except OSError:
             continue
+        except UnicodeDecodeError:
+            text = read_text(f, "problem file")  # raises, naming the file and the byte
         if not is_problem_source(text):
             continue
         rel = f.relative_to(path).with_suffix("")

@@ -74,10 +74,15 @@ class KforgeApp(App[int]):
         text = self.screen.HELP if isinstance(self.screen, KforgeScreen) else ""
         self.push_screen(HelpScreen(text))
 
+    def outcome(self) -> int:
+        """The exit code of the last run this dashboard started that ended (0 if none did)."""
+        codes = [r.returncode() for r in self.launches if not r.running()]
+        return next((int(c) for c in reversed(codes) if c is not None), 0)
+
     async def action_quit(self) -> None:
         running = self.running_launches()
         if not running:
-            self.exit(0)
+            self.exit(self.outcome())
             return
 
         def chosen(choice: str | None) -> None:

@@ -315,8 +315,8 @@ class RunState:
         return self.status in ("finished", "interrupted", "failed")
 
     def problem_status(self, st: ProblemSummary) -> Text:
-        if st.in_flight and not self.finished:
-            return styled(f"judging {st.in_flight}", "judging")
+        if st.in_flight and not self.finished:  # submitted, not judged yet: some may wait for a free judge
+            return styled(f"{st.in_flight} in flight", "judging")
         if st.solved:
             return styled("solved")
         if st.tried:
@@ -363,7 +363,9 @@ class RunState:
 
     def sparkline(self, pid: str) -> list[float]:
         st = self.problems.get(pid)
-        return [0.0] + list(st.history) if st is not None else [0.0]
+        if st is None or not st.history:
+            return []  # nothing yet: an empty sparkline (one value would draw as full bars)
+        return [0.0] + list(st.history)
 
     def elapsed(self, now: float | None = None) -> float | None:
         """Seconds the run has taken: the store's figure once finished, else from its start to ``now``."""
@@ -621,5 +623,7 @@ def classify_target(target: str | Path | None) -> str:
             return "run"
         raise ValueError(f"{path} is not a kforge run directory (no kforge.db)")
     if path.is_file():
+        if path.suffix.lower() != ".toml":
+            raise ValueError(f"{path} is not a recipe (a .toml file) nor a run directory")
         return "recipe"
     raise ValueError(f"{path} does not exist: give a run directory or a recipe file")

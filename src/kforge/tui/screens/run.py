@@ -84,7 +84,7 @@ class RunScreen(KforgeScreen):
             yield CandidateTable(id="candidates")
             with Vertical(id="best-box"):
                 yield Label("best speedup so far", id="spark-title")
-                yield Sparkline([0.0], id="spark")
+                yield Sparkline([], id="spark")
                 yield Label("", id="best-info")
         yield EventLog(id="log")
         yield Footer()
@@ -105,6 +105,9 @@ class RunScreen(KforgeScreen):
         self.watch_store()
 
     def _set_titles(self) -> None:
+        if self.launch_error is not None:
+            return  # _launch_failed said it did not start
+        self.app.refresh_bindings()  # "Stop run" only while a run started here goes on
         if self.run_dir is None:
             self.title = f"kforge · starting {self.launch.recipe if self.launch else ''}"
             self.sub_title = "waiting for the run to start"
@@ -158,7 +161,9 @@ class RunScreen(KforgeScreen):
     def _launch_failed(self, message: LaunchFailed) -> None:
         self.state.status = "failed"
         self.launch_error = message.error
-        self.sub_title = "the run did not start"
+        self.title = f"kforge · {self.launch.recipe if self.launch else 'the run'} did not start"
+        self.sub_title = "the run did not start: see the events below"
+        self.app.refresh_bindings()
         self.query_one(EventLog).add([LogLine(None, "error", line) for line in message.error.splitlines()])
         self.app.notify(message.error.splitlines()[0], severity="error", timeout=15)
 
@@ -314,7 +319,7 @@ class RunScreen(KforgeScreen):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "stop_run":
-            return self.launch is not None
+            return self.launch is not None and self.launch.running() and not self.state.finished
         if action == "back":
             return len(self.app.screen_stack) > 2
         return True
