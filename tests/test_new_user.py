@@ -348,6 +348,23 @@ def test_eval_against_a_broken_problem_file_is_exit_2_with_the_reason(tmp_path: 
     assert "[None]" not in res.stdout + res.stderr
 
 
+@pytest.mark.slow
+def test_run_against_a_broken_problem_file_is_exit_2_with_the_reason(tmp_path: Path) -> None:
+    prob = tmp_path / "broken_problem.py"
+    prob.write_text("import torch\n\n\nclass Model(torch.nn.Module):\n    def forward(self, x):\n"
+                    "        return torch.relu(x) + undefined_name\n\n\n"
+                    "def get_inputs():\n    return [torch.randn(4, 8)]\n\n\ndef get_init_inputs():\n    return []\n")
+    (tmp_path / "cands" / "broken_problem").mkdir(parents=True)
+    (tmp_path / "cands" / "broken_problem" / "c.py").write_text((RELU / "correct.py").read_text())
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[run]\nname = "bp"\nout = "{tmp_path / "runs"}"\n[problems]\nsource = "{prob}"\n'
+                      f'[generator]\nname = "replay"\npath = "{tmp_path / "cands"}"\n[search]\nname = "best-of-n"\nn = 1\n')
+    res = kforge("run", recipe)
+    no_traceback(res)
+    assert res.exit_code == 2, (res.stdout, res.stderr)
+    assert "NameError: name 'undefined_name' is not defined" in res.stderr and "[None]" not in res.stderr
+
+
 def test_a_forced_stop_still_names_the_run_directory(monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     from kforge import cli as cli_module

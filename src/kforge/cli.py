@@ -255,6 +255,10 @@ def _execute(engine: Any, as_json: bool) -> int:
         print_summary(_stdout_console(), summary)
     if engine.stop_reason == "interrupted":
         return EXIT_INTERRUPTED
+    if summary["correct"] == 0 and engine.broken_problems:  # bad input, not a run that found nothing
+        for pid, why in engine.broken_problems.items():
+            _stderr_console().print(f"Error: problem {pid}: {why}", markup=False)
+        return EXIT_USAGE
     return EXIT_OK if summary["correct"] > 0 else EXIT_NONE_PASSED
 
 
@@ -291,18 +295,14 @@ def eval_cmd(candidate: Path, problem_ref: str, backend: str, shape: str, device
                                         **raw.get("eval", {}))
     except EvaluatorError as exc:
         raise InfrastructureError(str(exc)) from exc
-    ref_path = Path(problem_ref)
-    if result.status == P.INFRA_ERROR and (ref_path.suffix == ".py" or ref_path.is_file()):
-        broken = _reference_failure(str(ref_path))  # the judge failed: is the problem file at fault?
-        if broken:
-            raise RecipeError(f"problem file {ref_path}: its reference fails ({broken}); the candidate "
-                              f"was not judged. Fix the problem file (Model, get_inputs, get_init_inputs).")
+    if result.status == P.INFRA_ERROR and result.guard == "reference":  # the problem's fault: bad input
+        ref_path = Path(problem_ref)
+        where = f"problem file {ref_path}" if ref_path.suffix == ".py" or ref_path.is_file() else f"problem {problem_ref}"
+        raise RecipeError(f"{where}: {result.error}; the candidate was not judged")
     if as_json:
         click.echo(json.dumps(result.to_dict(), default=str))
     else:
         _print_result(result, _stdout_console())
-    if result.status == P.INFRA_ERROR and result.guard == "reference":  # the problem file is at fault
-        sys.exit(EXIT_USAGE)
     if result.status == P.INFRA_ERROR:
         sys.exit(EXIT_INFRA)
     sys.exit(EXIT_OK if result.status == P.CORRECT else EXIT_NONE_PASSED)
@@ -374,34 +374,6 @@ def serve_cmd(host: str, port: int, tokens: tuple[str, ...], db: Path, executor_
                                     max_batch=max_batch, max_pending_per_token=max_pending_per_token,
                                     max_queue=max_queue, inline_problems=not no_inline_problems))
     sys.exit(code)
-
-
-_REFERENCE_PROBE = """
-import importlib.util, sys
-spec = importlib.util.spec_from_file_location("kforge_problem", sys.argv[1])
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-model = module.Model(*module.get_init_inputs())
-model(*module.get_inputs())
-"""
-
-
-def _reference_failure(path: str | None) -> str | None:
-    """Run a problem file's reference once in its own process (after the judge failed on it): the
-    last line of its error, or None when it runs (then the judge itself is at fault)."""
-    import subprocess
-
-    if not path:
-        return None
-    try:
-        proc = subprocess.run([sys.executable, "-c", _REFERENCE_PROBE, path], capture_output=True, text=True,
-                              timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"it did not finish: {exc}"
-    if proc.returncode == 0:
-        return None
-    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else f"exit code {proc.returncode}"
 
 
 def _print_result(result: Any, console: Any) -> None:

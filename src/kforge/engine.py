@@ -185,6 +185,7 @@ class Engine:
         self._metrics_last: Any = None
         self._metrics_at = float("-inf")
         self.progress: dict[str, ProblemSummary] = {}  # each problem's summary so far (for best_improved)
+        self.broken_problems: dict[str, str] = {}  # problem id -> why its reference fails (guard "reference")
         self.n_candidates = 0
         self._cand_seq = 0
         self._held: list[dict[str, Any]] = []
@@ -610,6 +611,8 @@ class Engine:
         if st.add_result(**result_record(data)):
             self.emit(E.make(E.BEST_IMPROVED, problem=cand.problem_id, candidate=cand.id, speedup=result.speedup))
         if result.status == P.INFRA_ERROR:
+            if result.guard == "reference":  # the problem file is at fault, not the machine
+                self.broken_problems.setdefault(cand.problem_id, result.error or "")
             self.emit(E.make(E.ERROR, problem=cand.problem_id, candidate=cand.id, message=result.error))
         self.search.tell(cand, proposal, result)
         self.store.set_state("search", self.search.state_dict())

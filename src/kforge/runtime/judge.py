@@ -55,6 +55,10 @@ from kforge.runtime.timed import GRAPH_PROBE_ROUNDS, GRAPH_PROBE_SPAN, Timing  #
 from kforge.runtime.wire import PayloadTooLarge, dtype_from_name
 
 
+class ReferenceFailed(Exception):
+    """Loading the problem, building its reference or its first forward raised: the problem's fault."""
+
+
 class Judge(MemoryPlanning, Correctness, Guards, Timing):
     def __init__(self, device: str | None = None, workdir: str | Path | None = None, keep_spare: bool = True,
                  spares: int | None = None, transport: str | None = None) -> None:
@@ -209,6 +213,10 @@ class Judge(MemoryPlanning, Correctness, Guards, Timing):
             res.status, res.guard, res.error = P.RUNTIME_ERROR, "protocol", f"malformed answer from the sandbox: {exc}"
         except OutputTooLarge as exc:
             res.status, res.guard, res.error = P.INCORRECT, "output_size", str(exc)
+        except ReferenceFailed as exc:
+            res.status, res.guard = P.INFRA_ERROR, "reference"
+            res.error = (f"the problem's reference failed before any candidate code ran ({exc}): fix the problem "
+                         "file (Model, get_inputs, get_init_inputs)")[:4000]
         except Exception as exc:  # noqa: BLE001 - a failure of the judge itself is an infra error
             res.status, res.error = P.INFRA_ERROR, f"judge error: {type(exc).__name__}: {exc}"
         finally:
@@ -279,8 +287,13 @@ class Judge(MemoryPlanning, Correctness, Guards, Timing):
                   lean: bool = False) -> None:
         t0 = time.perf_counter()
         with self.lock.hold(exclusive=False):  # the reference's weights go to the GPU
-            module, ref_model, init_inputs = self._reference(req, req.shape)
-            self._plan = self._memory_plan(req, module, ref_model, alone, lean)
+            try:
+                module, ref_model, init_inputs = self._reference(req, req.shape)
+                self._plan = self._memory_plan(req, module, ref_model, alone, lean)
+            except torch.OutOfMemoryError:
+                raise  # the GPU can't hold the problem under this plan: the out-of-memory path decides
+            except Exception as exc:  # noqa: BLE001 - before any candidate code ran: the problem's own fault
+                raise ReferenceFailed(f"{type(exc).__name__}: {exc}") from exc
         res.durations_s["reference"] = round(time.perf_counter() - t0, 4)
         if self._plan["alone"]:
             if not alone:
