@@ -356,8 +356,12 @@ def test_a_problem_that_downloads_a_model_is_refused_before_a_run(tmp_path: Path
     probs = {p.id: p for p in load_problem_path(root)}
     assert probs["level1/19_ReLU"].needs_download is None
     assert "AutoConfig.from_pretrained(...) at line 5" in str(probs["level4/1_gpt2"].needs_download)
+    cands = tmp_path / "cands" / "level1"
+    cands.mkdir(parents=True)
+    (cands / "19_ReLU.py").write_text(RELU)  # the replay folder holds a file for the level-1 problem
     recipe = tmp_path / "kb.toml"
-    recipe.write_text(f'[problems]\nsource = "{root}"\nlevel = 4\n[generator]\nname = "replay"\npath = "{tmp_path}"\n')
+    recipe.write_text(f'[problems]\nsource = "{root}"\nlevel = 4\n[generator]\nname = "replay"\n'
+                      f'path = "{tmp_path / "cands"}"\n')
     res = kforge_cli("run", str(recipe), "--dry-run")
     assert res.exit_code == 2 and "1 selected problem(s) need a model download" in res.stderr
     assert "level4/1_gpt2 (it downloads a model: AutoConfig.from_pretrained(...) at line 5)" in res.stderr

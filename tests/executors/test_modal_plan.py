@@ -158,9 +158,12 @@ def test_the_real_modal_client_builds_that_image(monkeypatch) -> None:
     assert isinstance(image, modal.Image)
 
 
-def test_the_dry_run_prices_the_whole_run_under_its_budget(modal_registry) -> None:
+def test_the_dry_run_prices_the_whole_run_under_its_budget(modal_registry, monkeypatch) -> None:
     """budget.candidates reaches the estimate; the tiers (CPU builds, a correctness GPU) are priced."""
     from kforge.engine import Engine
+
+    for key, value in PLACEHOLDER_KEYS.items():  # planning checks that the generator's key is set
+        monkeypatch.setenv(key, value)
     from kforge.recipe import load_recipe
 
     recipe = load_recipe(MODAL_RECIPE, registry=modal_registry)
