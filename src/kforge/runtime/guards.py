@@ -47,6 +47,8 @@ def _own_kernel_names(source: str, backend: str) -> set[str]:
     if pattern is not None:
         names.update(pattern.findall(source))
     return names
+
+
 class Guards:
     """Judge methods: the op check and the profiler check."""
 

@@ -42,6 +42,8 @@ _OOM = re.compile(r"OutOfMemoryError|CUDA out of memory|CUDA error: out of memor
 def _out_of_memory(res: P.EvalResult) -> bool:
     """A GPU out-of-memory failure, in the sandbox or in the judge itself."""
     return res.status in (P.RUNTIME_ERROR, P.INFRA_ERROR) and bool(_OOM.search(res.error or ""))
+
+
 class MemoryPlanning:
     """Judge methods: the plan, its report, releasing memory between phases, blaming an OOM."""
 

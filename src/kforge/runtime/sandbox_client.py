@@ -258,6 +258,8 @@ class Sandbox:
             pass
         self.chan.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def _payload_devices(obj: Any) -> set[str]:
     """Device types of the tensors in a sandbox payload, read from its headers."""
     found: set[str] = set()
@@ -274,6 +276,8 @@ def _payload_devices(obj: Any) -> set[str]:
             for x in obj.get("items", {}).values():
                 found |= _payload_devices(x)
     return found
+
+
 def _excerpt(reply: dict[str, Any], limit: int = 2000) -> str:
     err = str(reply.get("error") or "unknown error")
     tb = str(reply.get("traceback") or "")

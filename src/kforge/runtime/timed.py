@@ -63,6 +63,8 @@ def _identical(a: Any, b: Any) -> bool:
     return len(xs) == len(ys) and all(
         torch.equal(x, y) if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) else x == y
         for x, y in zip(xs, ys))
+
+
 def _refill(buffers: list[Any], fresh: list[Any]) -> None:
     """Fresh values into the same buffers (a captured graph reads them); non-tensor inputs replaced."""
     for k, (dst, src) in enumerate(zip(buffers, fresh)):
@@ -70,6 +72,8 @@ def _refill(buffers: list[Any], fresh: list[Any]) -> None:
             dst.copy_(src)
         else:
             buffers[k] = src.clone() if isinstance(src, torch.Tensor) else src
+
+
 class Timing:
     """Judge methods: torch.compile baselines, the graph decision and setup, and the timing rounds."""
 
