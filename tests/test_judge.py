@@ -788,12 +788,14 @@ def test_a_busy_host_does_not_make_the_wall_clock_check_reject_an_honest_kernel(
         return real_call(self, msg, timeout, tensors)
 
     monkeypatch.setattr(J.Sandbox, "call", descheduled)
+    # 12 rounds: the cross-check reads the rounds whose output was not sampled for checking (each is with
+    # probability 1/2, the first always), so with 6 all could be checked (3%) and nothing compared.
     j = Judge(device="cpu", workdir=tmp_path / "j", keep_spare=True, spares=1)
     try:
-        res = j.evaluate(request(RELU_PROBLEM, TRITON_RELU, min_samples=6, max_samples=6, max_timing_s=30.0))
+        res = j.evaluate(request(RELU_PROBLEM, TRITON_RELU, min_samples=12, max_samples=12, max_timing_s=30.0))
         assert res.status == P.CORRECT, (res.error, res.log_tail)
         monkeypatch.setattr(J.Sandbox, "cpu_ns", lambda self: None)  # the wall clock alone
-        res = j.evaluate(request(RELU_PROBLEM, TRITON_RELU, min_samples=6, max_samples=6, max_timing_s=30.0))
+        res = j.evaluate(request(RELU_PROBLEM, TRITON_RELU, min_samples=12, max_samples=12, max_timing_s=30.0))
         assert (res.status, res.guard) == (P.REJECTED, "timer"), (res.status, res.error)
     finally:
         j.close()

@@ -28,6 +28,7 @@ needs_cxx = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++
                                reason="needs a C++ compiler")
 
 # A load_inline extension that includes pybind11 alone: a few seconds of g++ (see test_build_cache.py).
+# pybind11 alone, no torch/extension.h (which takes ~25 s to compile here): what the tier does is the same
 CPP = r'''
 import torch
 from torch.utils.cpp_extension import load_inline
@@ -36,7 +37,7 @@ SRC = """
 int twice(int x) { return 2 * x; }   // TAG
 """
 ext = load_inline(name="kf_modal_tier_TAG", cpp_sources=SRC, functions=["twice"], verbose=False,
-                  extra_cflags=["-O0"])
+                  extra_cflags=["-O0"], no_implicit_headers=True, with_pytorch_error_handling=False)
 '''
 
 
