@@ -163,3 +163,23 @@ def test_the_input_digest_sees_any_change_and_depends_on_its_key() -> None:
         assert PR.digest([t], 5) != PR.digest([swapped], 5)
     finally:
         PR.DIGEST_CHUNK = small
+
+
+def test_only_near_misses_are_sent_to_the_arbitration() -> None:
+    """A float64 forward for every failing candidate would cost GPU time where most candidates fail: only
+    a miss that rounding could explain (few elements, or an L2 error near rtol) is arbitrated."""
+    g = torch.Generator().manual_seed(0)
+    a, b = _wide(g, 128, 512), _wide(g, 512, 128)
+    ref = a @ b
+    one_off = ref.clone()
+    one_off[5, 5] *= 1.01
+
+    def miss(out):
+        with pytest.raises(Mismatch) as info:
+            compare(out, ref, 1e-4, 1e-4, "cpu")
+        return info.value.near_miss
+
+    assert miss(_blocked(a, b)) is True  # 26 of 16384 elements: arbitrated (and passes)
+    assert miss(one_off) is True  # one element: arbitrated (and fails there)
+    assert miss(_tf32(a) @ _tf32(b)) is False  # most elements: failed without a float64 forward
+    assert miss(torch.where(ref > 0, ref, 0.01 * ref)) is False  # a leaky ReLU of the answer

@@ -88,9 +88,12 @@ def all_finite(outputs: list[Any]) -> bool:
 
 
 class Mismatch(Exception):
-    def __init__(self, guard: str, message: str, max_abs: float | None = None, max_rel: float | None = None):
+    def __init__(self, guard: str, message: str, max_abs: float | None = None, max_rel: float | None = None,
+                 near_miss: bool = False):
         super().__init__(message)
         self.guard, self.max_abs, self.max_rel = guard, max_abs, max_rel
+        # Close enough that honest rounding could explain it: worth the arbitration (ARBITRATE_AT_MOST)
+        self.near_miss = near_miss
 
 
 # Elements compared per pass: the float64 temporaries of one pass stay near 1 GiB whatever the output's
@@ -176,11 +179,12 @@ def compare(out: Any, ref: Any, atol: float, rtol: float, expect_device: str) ->
         worst_abs, worst_rel = max(worst_abs, max_abs), max(worst_rel, max_rel)
         if s["over"]:
             raise Mismatch("tolerance", f"{where}: {s['over']} of {r.numel()} elements off by more than atol={atol:g}, "
-                           f"rtol={rtol:g} (max abs error {max_abs:.3g})", max_abs, max_rel)
+                           f"rtol={rtol:g} (max abs error {max_abs:.3g})", max_abs, max_rel,
+                           near_miss=s["over"] <= ARBITRATE_AT_MOST * r.numel())
         ref_norm, err_norm = math.sqrt(s["ref_sq"]), math.sqrt(s["err_sq"])
         if ref_norm > 0 and err_norm / ref_norm > rtol and err_norm > 0:
             raise Mismatch("relative_error", f"{where}: relative L2 error {err_norm / ref_norm:.3g} exceeds {rtol:g}",
-                           max_abs, max_rel)
+                           max_abs, max_rel, near_miss=err_norm / ref_norm <= ARBITRATE_L2_AT_MOST * rtol)
     return worst_abs, worst_rel
 
 
@@ -196,6 +200,11 @@ def compare(out: Any, ref: Any, atol: float, rtol: float, expect_device: str) ->
 # 9,000x and more, one element 1% off 2,600x, zeros on a softmax 10^7x.
 ARBITRATION_FACTOR = 8.0
 ARBITRATED_GUARDS = ("tolerance", "relative_error")
+# Only near misses are arbitrated (a float64 forward costs GPU time on every failing candidate, and most
+# candidates in a search or an RL run fail): at most this share of elements over the fixed bound (the
+# honest blocked matmul above missed it on 0.16%), or a relative L2 error at most this multiple of rtol.
+ARBITRATE_AT_MOST = 0.01
+ARBITRATE_L2_AT_MOST = 10.0
 
 
 def _exact_stats(o: torch.Tensor, r: torch.Tensor, e: torch.Tensor, atol: float, rtol: float) -> dict[str, float]:
