@@ -46,14 +46,22 @@ def _fake_smi(tmp_path, monkeypatch, memory_mib: list[int]) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
 
 
-def test_two_judges_share_a_gpu_by_default_only_where_every_gpu_has_100_gib(tmp_path, monkeypatch) -> None:
-    from kforge.executors.local import LocalExecutor, gpu_memory_mib
+def test_judges_per_gpu_by_default_follow_memory_and_cores(tmp_path, monkeypatch) -> None:
+    from kforge.executors import local
+    from kforge.executors.local import LocalExecutor, default_judges_per_gpu, gpu_memory_mib
 
-    _fake_smi(tmp_path, monkeypatch, [143771, 143771])  # two H200s
-    assert gpu_memory_mib() == [143771, 143771]
+    monkeypatch.setattr(local.os, "cpu_count", lambda: 16)
+    _fake_smi(tmp_path, monkeypatch, [143771])  # one H200, 16 cores: 4 judges
+    assert gpu_memory_mib() == [143771]
+    assert LocalExecutor(device="cuda").plan_devices() == ["0"] * 4
+    assert LocalExecutor(device="cuda", judges_per_gpu=1).plan_devices() == ["0"]  # the recipe wins
+    _fake_smi(tmp_path, monkeypatch, [81559])  # one H100 80 GB: 3
+    assert LocalExecutor(device="cuda").plan_devices() == ["0"] * 3
+    _fake_smi(tmp_path, monkeypatch, [143771, 81559])  # the smallest card decides, and 16 cores for two GPUs: 2 each
     assert LocalExecutor(device="cuda").plan_devices() == ["0", "0", "1", "1"]
-    assert LocalExecutor(device="cuda", judges_per_gpu=1).plan_devices() == ["0", "1"]  # the recipe wins
-    _fake_smi(tmp_path, monkeypatch, [143771, 81559])  # one 80 GB card among them: one judge each
-    assert LocalExecutor(device="cuda").plan_devices() == ["0", "1"]
-    _fake_smi(tmp_path, monkeypatch, [81559])
-    assert LocalExecutor(device="cuda", judges_per_gpu=3).plan_devices() == ["0", "0", "0"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # only the 80 GB card is used
+    assert LocalExecutor(device="cuda").plan_devices() == ["1"] * 3
+    assert default_judges_per_gpu([24 * 1024 - 1], 64) == 1  # a 24 GB card: one judge
+    assert default_judges_per_gpu([40 * 1024], 64) == 1 and default_judges_per_gpu([48 * 1024], 64) == 2
+    assert default_judges_per_gpu([81559] * 8, 128) == 3 and default_judges_per_gpu([81559] * 8, 64) == 2
+    assert default_judges_per_gpu([81559], 2) == 1 and default_judges_per_gpu([], 16) == 1

@@ -54,10 +54,25 @@ def gpu_names() -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
 
 
-# Two judges share a GPU by default where every GPU has this much memory: one judge with its sandbox
-# peaked at ~42 GiB at the built-in suite's main shapes (H200, 2026-12-03), so two fit 100 GiB and
-# not an 80 GB card. A candidate that runs out of memory beside the other judge is judged again alone.
-SHARE_GPU_MIB = 100 * 1024
+# Judges per GPU by default: one per JUDGE_GPU_MIB of the smallest GPU's memory, at most MAX_JUDGES_PER_GPU,
+# and no more than one per JUDGE_CORES cores in all (each judge keeps a sandbox busy and starts spares,
+# and the compile stage needs the other cores). The per-problem memory plan (docs/evaluation.md,
+# "Memory") judges a problem too large for the share alone, and a candidate that runs out of memory
+# beside other judges is judged again alone, so more judges cost memory only where it is there. An
+# 80 GB card gets 3, a 141 GB card 4: untimed work (loading, correctness, checks: mostly host-bound)
+# then overlaps while one judge times (issue #17; docs/performance.md, "Judges per GPU").
+JUDGE_GPU_MIB = 24 * 1024
+MAX_JUDGES_PER_GPU = 4
+JUDGE_CORES = 4
+
+
+def default_judges_per_gpu(memory_mib: list[int], cores: int) -> int:
+    """Judges per GPU when the recipe names none: by the smallest GPU's memory and the cores."""
+    if not memory_mib:
+        return 1
+    by_memory = min(MAX_JUDGES_PER_GPU, min(memory_mib) // JUDGE_GPU_MIB)
+    by_cores = cores // (JUDGE_CORES * len(memory_mib))
+    return max(1, min(by_memory, by_cores))
 
 
 def gpu_memory_mib() -> list[int]:
@@ -168,8 +183,8 @@ class LocalExecutor(Executor):
         Option("workers", int, None, "number of judges on the CPU (default 1); on GPUs one per GPU", minimum=1),
         Option("judges_per_gpu", int, None,
                "judges sharing each GPU: their correctness work overlaps, timing takes the GPU alone "
-               "(a lock per GPU); each holds a problem's tensors. Default: 2 where every GPU has at least "
-               "100 GiB (one judge of the built-in suite peaked at ~42 GiB with its sandbox), else 1", minimum=1),
+               "(a lock per GPU); each holds a problem's tensors. Default: one per 24 GiB of the smallest GPU, "
+               "at most 4, and at most one per 4 cores (3 on an 80 GB card, 4 on a 141 GB one)", minimum=1),
         Option("spare_sandboxes", int, None,
                "sandboxes each judge keeps started ahead (import torch, start CUDA) while it judges; default 2 on "
                "a GPU, 1 on the CPU", minimum=1),
@@ -207,7 +222,10 @@ class LocalExecutor(Executor):
         per = self.config.get("judges_per_gpu")
         if per is None:
             memory = gpu_memory_mib()
-            per = 2 if memory and min(memory) >= SHARE_GPU_MIB else 1
+            # nvidia-smi lists every GPU; these are the ones used (by index where they are indices)
+            used = [memory[int(g)] for g in gpus if g.isdigit() and int(g) < len(memory)]
+            per = default_judges_per_gpu(used if len(used) == len(gpus) else memory[:len(gpus)] if memory else [],
+                                         os.cpu_count() or 1)
         return [g for g in gpus for _ in range(int(per))]
 
     def describe(self) -> dict[str, Any]:

@@ -40,9 +40,10 @@ class Correctness:
         res.diagnostics["correctness_main_s"] = round(time.perf_counter() - t0, 4)
         for k, shape in enumerate(req.heldout):
             label = f"heldout:{k}"
-            h_module, h_ref, h_init = self._reference(req, shape)
-            reply = sb.call({"cmd": "construct", "init_seed": req.init_seed}, timeout=req.compile_timeout_s,
-                            tensors={"init": h_init})
+            with self.lock.hold(exclusive=False):  # the held-out reference's weights go to the GPU
+                h_module, h_ref, h_init = self._reference(req, shape)
+                reply = sb.call({"cmd": "construct", "init_seed": req.init_seed}, timeout=req.compile_timeout_s,
+                                tensors={"init": h_init})
             if not reply.get("ok"):
                 self._fail_reply(res, reply, "init")
                 res.error = f"{label} shape {shape}: {res.error}"
@@ -52,8 +53,9 @@ class Correctness:
                 return False
             del h_ref
         if req.heldout:
-            reply = sb.call({"cmd": "construct", "init_seed": req.init_seed}, timeout=req.compile_timeout_s,
-                            tensors={"init": init_inputs})
+            with self.lock.hold(exclusive=False):
+                reply = sb.call({"cmd": "construct", "init_seed": req.init_seed}, timeout=req.compile_timeout_s,
+                                tensors={"init": init_inputs})
             if not reply.get("ok"):
                 self._fail_reply(res, reply, "init")
                 return False
@@ -119,77 +121,80 @@ class Correctness:
         trial = attempts = 0
         where = "" if label == "main" else f"{label} shape: "
         while trial < trials:
-            attempts += 1
-            if attempts > trials * 4 or not dists:
-                raise RuntimeError(f"{where}the reference gives NaN/Inf on every input distribution")
-            dist = dists[trial % len(dists)]
-            seed = self._sysrand.getrandbits(63)
-            key = self._sysrand.getrandbits(62)  # the digest's key: never leaves the judge
-            inputs, ref_out, before = self._reference_outputs(req, module, ref_model, seed, dist, key)
-            ref_list = flatten_outputs(ref_out)
-            if not all_finite(ref_list):
-                dists.remove(dist)  # the reference itself can't take these inputs (logs, probabilities)
-                continue
-            res.seeds.append(seed)
-            res.distributions.append(dist if label == "main" else f"{label}/{dist}")
-            poison = [t.numel() * t.element_size() for t in ref_list if isinstance(t, torch.Tensor)]
-            runs = 2 if trial == 0 and label == "main" else 1  # twice on one input: races, uninitialised memory
-            cap = reply_cap(ref_list, inputs)
-            first: Any = None
-            for run in range(runs):
-                reply = sb.call({"cmd": "run", "poison": poison, "return_inputs": not req.inplace, "max_bytes": cap},
-                                timeout=req.run_timeout_s, tensors={"inputs": inputs})
-                res.trials_run += 1 if run == 0 else 0
-                if not reply.get("ok"):
-                    self._fail_reply(res, reply)
-                    res.error = f"{where}{res.error}"
-                    return False
-                out_payload = reply.get("outputs")
-                bad_device = _payload_devices(out_payload) - {dev.type}
-                if bad_device:
-                    res.status, res.guard = P.INCORRECT, "output_device"
-                    res.error = f"{where}an output is on {sorted(bad_device)}, expected {dev.type}"
-                    return False
-                if before is not None:  # the inputs as the candidate left them, by digest: no second copy kept
-                    after = self._decode(sb, reply.get("inputs_after"), cap, f"{where}the returned inputs")
-                    changed = [i for i, (a, b) in enumerate(zip(digest(list(after), key), before)) if a != b]
-                    if len(after) != len(before):
-                        changed = changed or [min(len(after), len(before))]
-                    del after
-                    if changed:
-                        res.status, res.guard = P.INCORRECT, "input_mutation"
-                        res.error = f"{where}the candidate modified input {changed[0]}, which the problem does not allow"
+            # One trial under the shared lock at a time: a judge waiting to time waits for this trial,
+            # not for the whole phase (docs/evaluation.md, "Judges sharing a GPU").
+            with self.lock.hold(exclusive=False):
+                attempts += 1
+                if attempts > trials * 4 or not dists:
+                    raise RuntimeError(f"{where}the reference gives NaN/Inf on every input distribution")
+                dist = dists[trial % len(dists)]
+                seed = self._sysrand.getrandbits(63)
+                key = self._sysrand.getrandbits(62)  # the digest's key: never leaves the judge
+                inputs, ref_out, before = self._reference_outputs(req, module, ref_model, seed, dist, key)
+                ref_list = flatten_outputs(ref_out)
+                if not all_finite(ref_list):
+                    dists.remove(dist)  # the reference itself can't take these inputs (logs, probabilities)
+                    continue
+                res.seeds.append(seed)
+                res.distributions.append(dist if label == "main" else f"{label}/{dist}")
+                poison = [t.numel() * t.element_size() for t in ref_list if isinstance(t, torch.Tensor)]
+                runs = 2 if trial == 0 and label == "main" else 1  # twice on one input: races, uninitialised memory
+                cap = reply_cap(ref_list, inputs)
+                first: Any = None
+                for run in range(runs):
+                    reply = sb.call({"cmd": "run", "poison": poison, "return_inputs": not req.inplace, "max_bytes": cap},
+                                    timeout=req.run_timeout_s, tensors={"inputs": inputs})
+                    res.trials_run += 1 if run == 0 else 0
+                    if not reply.get("ok"):
+                        self._fail_reply(res, reply)
+                        res.error = f"{where}{res.error}"
                         return False
-                out = self._decode(sb, out_payload, cap, f"{where}the output")
-                try:
-                    if run == 0:
-                        try:
-                            abs_err, rel_err = compare(out, ref_out, atol, rtol, dev.type)
-                            res.max_abs_err = max(res.max_abs_err or 0.0, abs_err)
-                            res.max_rel_err = max(res.max_rel_err or 0.0, rel_err)
-                        except Mismatch as exc:
-                            self._arbitrate(exc, ref_model, inputs, out, ref_out, atol, rtol, res,
-                                            f"{label}/{dist}")
-                            res.max_abs_err = max(res.max_abs_err or 0.0, exc.max_abs or 0.0)
-                            res.max_rel_err = max(res.max_rel_err or 0.0, exc.max_rel or 0.0)
-                        first = out if runs == 2 else None
-                    else:
-                        try:
-                            compare(out, first, atol * 1e-2, rtol * 1e-2, dev.type)
-                        except Mismatch as exc:
-                            raise Mismatch("nondeterministic", "two runs on the same input disagree "
-                                           f"({exc}): a race or uninitialised memory") from exc
-                except Mismatch as exc:
-                    res.status = P.INCORRECT
-                    res.guard = exc.guard if label == "main" else f"heldout_{exc.guard}"
-                    res.error = f"{where}trial {trial + 1} ({dist} inputs): {exc}"
-                    res.mismatch = str(exc)
-                    if exc.max_abs is not None:
-                        res.max_abs_err = exc.max_abs
-                        res.max_rel_err = exc.max_rel
-                    return False
-                del out
-            del first, inputs, ref_out, ref_list
-            res.trials_passed += 1
-            trial += 1
+                    out_payload = reply.get("outputs")
+                    bad_device = _payload_devices(out_payload) - {dev.type}
+                    if bad_device:
+                        res.status, res.guard = P.INCORRECT, "output_device"
+                        res.error = f"{where}an output is on {sorted(bad_device)}, expected {dev.type}"
+                        return False
+                    if before is not None:  # the inputs as the candidate left them, by digest: no second copy kept
+                        after = self._decode(sb, reply.get("inputs_after"), cap, f"{where}the returned inputs")
+                        changed = [i for i, (a, b) in enumerate(zip(digest(list(after), key), before)) if a != b]
+                        if len(after) != len(before):
+                            changed = changed or [min(len(after), len(before))]
+                        del after
+                        if changed:
+                            res.status, res.guard = P.INCORRECT, "input_mutation"
+                            res.error = f"{where}the candidate modified input {changed[0]}, which the problem does not allow"
+                            return False
+                    out = self._decode(sb, out_payload, cap, f"{where}the output")
+                    try:
+                        if run == 0:
+                            try:
+                                abs_err, rel_err = compare(out, ref_out, atol, rtol, dev.type)
+                                res.max_abs_err = max(res.max_abs_err or 0.0, abs_err)
+                                res.max_rel_err = max(res.max_rel_err or 0.0, rel_err)
+                            except Mismatch as exc:
+                                self._arbitrate(exc, ref_model, inputs, out, ref_out, atol, rtol, res,
+                                                f"{label}/{dist}")
+                                res.max_abs_err = max(res.max_abs_err or 0.0, exc.max_abs or 0.0)
+                                res.max_rel_err = max(res.max_rel_err or 0.0, exc.max_rel or 0.0)
+                            first = out if runs == 2 else None
+                        else:
+                            try:
+                                compare(out, first, atol * 1e-2, rtol * 1e-2, dev.type)
+                            except Mismatch as exc:
+                                raise Mismatch("nondeterministic", "two runs on the same input disagree "
+                                               f"({exc}): a race or uninitialised memory") from exc
+                    except Mismatch as exc:
+                        res.status = P.INCORRECT
+                        res.guard = exc.guard if label == "main" else f"heldout_{exc.guard}"
+                        res.error = f"{where}trial {trial + 1} ({dist} inputs): {exc}"
+                        res.mismatch = str(exc)
+                        if exc.max_abs is not None:
+                            res.max_abs_err = exc.max_abs
+                            res.max_rel_err = exc.max_rel
+                        return False
+                    del out
+                del first, inputs, ref_out, ref_list
+                res.trials_passed += 1
+                trial += 1
         return True

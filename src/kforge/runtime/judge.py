@@ -328,10 +328,11 @@ class Judge(MemoryPlanning, Correctness, Guards, Timing):
             return
         res.error = None
 
-        # -- correctness, then the op and profiler checks: GPU work that may overlap another judge's --
-        with self.lock.hold(exclusive=False):
-            if not self._untimed_checks(req, res, sb, module, ref_model, init_inputs, atol, rtol):
-                return
+        # -- correctness, then the op and profiler checks: GPU work that may overlap another judge's.
+        # Each trial and each check takes the shared lock on its own, so a judge waiting to time waits
+        # for one trial of another judge's, not for its whole correctness phase.
+        if not self._untimed_checks(req, res, sb, module, ref_model, init_inputs, atol, rtol):
+            return
         self._release()
 
         # -- timing: baseline here, candidate in the sandbox, interleaved ------------------------
@@ -363,12 +364,15 @@ class Judge(MemoryPlanning, Correctness, Guards, Timing):
         t0 = time.perf_counter()
         try:
             # -- did forward compute the whole answer with the reference's own torch ops? -------
-            if req.ops_check and not self._ops_check(req, res, sb, module, ref_model):
-                return False
+            if req.ops_check:
+                with self.lock.hold(exclusive=False):
+                    if not self._ops_check(req, res, sb, module, ref_model):
+                        return False
             # -- the profiler: did the candidate launch a kernel of its own? ---------------------
             if self.device.type == "cuda" and req.profile_check and req.backend in _KERNEL_PATTERNS:
-                if not self._profile_check(req, res, sb, module):
-                    return False
+                with self.lock.hold(exclusive=False):
+                    if not self._profile_check(req, res, sb, module):
+                        return False
             return True
         finally:
             res.durations_s["checks"] = round(time.perf_counter() - t0, 4)

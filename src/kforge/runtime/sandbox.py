@@ -182,10 +182,13 @@ def main(argv: list[str]) -> int:
     # sandbox starts while the previous candidate is judged, timing included.
     if device.type == "cuda":
         _import_triton()  # host work only: outside the lock
+    # Two holds, not one: a judge waiting to time waits for one of the two start-up steps, not both.
     with _gpu_lock(lock_path):
         if device.type == "cuda":
             torch.cuda.set_device(device)
             torch.empty(1, device=device)  # create the context now, not inside a timed call
+    if device.type == "cuda":
+        with _gpu_lock(lock_path):
             _warm_up_profiler(device)
     chan.send({"type": "ready", "pid": os.getpid(), "device": str(device)})
 
