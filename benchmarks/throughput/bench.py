@@ -361,6 +361,17 @@ def print_figures(s: dict[str, Any]) -> None:
     if s.get("set"):
         print("set:", ", ".join(f"{k}={v}" for k, v in sorted(s["set"].items())))
     k, b = s.get("kforge"), s.get("baseline")
+    # the verdicts first: the rate, the utilisation and the breakdown are printed last
+    if "verdicts" in s:
+        v = s["verdicts"]
+        print(f"verdicts compared on {v['compared']} candidates: {len(v['mismatches'])} mismatches")
+        if v.get("baseline_cut_off"):
+            print(f"  (baseline candidates killed at its deadline, not compared or counted: {v['baseline_cut_off']})")
+        for m in v["mismatches"]:
+            print(f"  MISMATCH {m['id']}: kforge {m['kforge']} vs baseline {m['baseline']}")
+            print(f"     kforge: {m['kforge_error']!r}\n     baseline: {m['baseline_error']!r}")
+    if s.get("kforge_verdicts_by_intended"):
+        print("kforge verdicts by intended class:", json.dumps(s["kforge_verdicts_by_intended"], sort_keys=True))
     if k:
         print(f"kforge ({k.get('mode')}): {k['judged']} judged in {k['wall_s']:.1f} s wall -> "
               f"{k['candidates_per_gpu_minute']} candidates/GPU-minute")
@@ -396,16 +407,6 @@ def print_figures(s: dict[str, Any]) -> None:
               "  (target >= 5x)")
     if s.get("note"):
         print("note:", s["note"])
-    if "verdicts" in s:
-        v = s["verdicts"]
-        print(f"verdicts compared on {v['compared']} candidates: {len(v['mismatches'])} mismatches")
-        if v.get("baseline_cut_off"):
-            print(f"  (baseline candidates killed at its deadline, not compared or counted: {v['baseline_cut_off']})")
-        for m in v["mismatches"]:
-            print(f"  MISMATCH {m['id']}: kforge {m['kforge']} vs baseline {m['baseline']}")
-            print(f"     kforge: {m['kforge_error']!r}\n     baseline: {m['baseline_error']!r}")
-    if s.get("kforge_verdicts_by_intended"):
-        print("kforge verdicts by intended class:", json.dumps(s["kforge_verdicts_by_intended"], sort_keys=True))
 
 
 def load_json(*paths: Path) -> dict[str, Any] | None:
