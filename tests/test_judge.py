@@ -799,3 +799,131 @@ def test_a_busy_host_does_not_make_the_wall_clock_check_reject_an_honest_kernel(
         assert (res.status, res.guard) == (P.REJECTED, "timer"), (res.status, res.error)
     finally:
         j.close()
+
+STATEFUL_PROBLEM = src("""
+    import torch
+    import torch.nn as nn
+
+
+    class Model(nn.Module):
+        def __init__(self, dim):
+            super().__init__()
+            self.scale = nn.Parameter(torch.randn(dim))
+            self.register_buffer("calls", torch.zeros(()))
+
+        def forward(self, x):
+            self.calls += 1  # a reference whose forward writes its own state
+            return x * self.scale
+
+
+    def get_inputs():
+        return [torch.randn(4, 8)]
+
+
+    def get_init_inputs():
+        return [8]
+""")
+
+
+INIT_TENSOR_PROBLEM = src("""
+    import torch
+    import torch.nn as nn
+
+
+    class Model(nn.Module):
+        def __init__(self, w):
+            super().__init__()
+            self.w = nn.Parameter(w.clone())
+
+        def forward(self, x):
+            return x * self.w
+
+
+    def get_inputs():
+        return [torch.randn(4, 3)]
+
+
+    def get_init_inputs():
+        return [torch.ones(3)]
+""")
+
+
+def test_the_reference_is_kept_for_the_next_candidate_only_while_its_state_is_untouched(tmp_path) -> None:
+    """Judge._reference keeps the problem's module and model for the next candidate of the same
+    problem, shape and init seed; the sandbox always gets clones of the init inputs; a model whose
+    state was written (here by its own forward) is built afresh; torch.compile gets its own instance."""
+    from kforge.runtime import judge as J
+
+    j = Judge(device="cpu", workdir=tmp_path, keep_spare=False)
+    try:
+        req = request(INIT_TENSOR_PROBLEM, "")
+        m1, r1, i1 = j._reference(req, req.shape)
+        m2, r2, i2 = j._reference(req, req.shape)
+        assert m1 is m2 and r1 is r2
+        assert torch.equal(i1[0], i2[0]) and i1[0] is not i2[0]  # a clone each time
+        i2[0].fill_(7.0)  # what a sandbox could do to the init inputs it was sent
+        assert torch.equal(j._reference(req, req.shape)[2][0], torch.ones(3))
+        assert j._reference(req, req.shape, cache=False)[1] is not r1  # the instance torch.compile wraps
+        other_seed = request(req.problem_source, "", init_seed=req.init_seed + 1)
+        assert j._reference(other_seed, other_seed.shape)[1] is not r1
+
+        sreq = request(STATEFUL_PROBLEM, "")
+        _, s1, _ = j._reference(sreq, sreq.shape)
+        assert j._reference(sreq, sreq.shape)[1] is s1  # untouched: kept
+        with torch.no_grad():
+            s1(torch.randn(4, 8))
+        s2 = j._reference(sreq, sreq.shape)[1]
+        assert s2 is not s1 and float(s2.calls) == 0.0  # written by its forward: built afresh
+        assert torch.equal(s2.scale, s1.scale)  # from the same init seed
+
+        for k in range(J.REFERENCE_CACHE + 2):  # bounded: the oldest go first
+            r = request(RELU_PROBLEM, "", init_seed=1000 + k)
+            j._reference(r, r.shape)
+        assert len(j._references) == J.REFERENCE_CACHE
+    finally:
+        j.close()
+
+
+def test_a_judge_waiting_to_time_waits_for_one_correctness_trial_not_the_phase(tmp_path) -> None:
+    """Judges sharing a GPU: correctness takes the shared lock per trial, so another judge's timing
+    (the lock taken exclusively) gets in between two trials instead of after all of them."""
+    import contextlib
+    import threading
+
+    from kforge.runtime.judge import DeviceLock
+
+    path = tmp_path / "gpu.lock"
+    j = Judge(device="cpu", workdir=tmp_path / "j", keep_spare=True)
+    j.lock = DeviceLock(torch.device("cpu"), path)  # as on a GPU: the lock file shared by the judges
+    other = DeviceLock(torch.device("cpu"), path)
+    holds: list[float] = []  # when each of the judge's shared holds began
+    hold = j.lock.hold
+
+    @contextlib.contextmanager
+    def counted(exclusive: bool):
+        with hold(exclusive):
+            holds.append(time.monotonic())
+            yield
+
+    j.lock.hold = counted  # type: ignore[method-assign]
+    slow = torch_candidate("time.sleep(0.4)\nreturn x.clamp(min=0)", header="import time")
+    box: dict[str, P.EvalResult] = {}
+    try:
+        j._spares[0].wait_ready(timeout=120)
+        t = threading.Thread(target=lambda: box.update(res=j.evaluate(request(RELU_PROBLEM, slow, trials=4,
+                                                                                  heldout=[]))))
+        t.start()
+        deadline = time.monotonic() + 120
+        # holds: the reference, the load, trial 1 (run twice), trial 2: ask while trial 2 runs
+        while len(holds) < 4 and t.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        with other.hold(exclusive=True):
+            got = time.monotonic()
+        t.join(timeout=120)
+        assert box["res"].status == P.CORRECT, (box["res"].error, box["res"].log_tail)
+        # it waited for trial 2 (one call, ~0.4 s), not for trials 2-4 (~1.2 s and more)
+        assert other.waited_s < 0.9, other.waited_s
+        assert len(holds) == 6 and holds[4] >= got  # trial 3 came after the timing
+    finally:
+        j.close()

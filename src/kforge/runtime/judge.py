@@ -34,7 +34,7 @@ from kforge.runtime.correctness import Correctness
 from kforge.runtime.device import EXACT_MATH, HARNESS_VERSION, DeviceLock, _set_math, cuda_arch, device_info  # noqa: F401
 from kforge.runtime.guards import _KERNEL_PATTERNS, Guards, _own_kernel_names  # noqa: F401
 from kforge.runtime.memory import CANDIDATE_MEMORY_FACTOR, MemoryPlanning, _out_of_memory
-from kforge.runtime.problem import DEFAULT_TOLERANCE, load_problem_module
+from kforge.runtime.problem import DEFAULT_TOLERANCE, clone_inputs, load_problem_module
 from kforge.runtime.sandbox_client import (  # noqa: F401 - the judge's public names, as before the split
     _COMPILE_EXC,
     OUTPUT_FLOOR_BYTES,
@@ -53,6 +53,27 @@ from kforge.runtime.sandbox_client import (  # noqa: F401 - the judge's public n
 )
 from kforge.runtime.timed import GRAPH_PROBE_ROUNDS, GRAPH_PROBE_SPAN, Timing  # noqa: F401
 from kforge.runtime.wire import PayloadTooLarge, dtype_from_name
+
+# The reference models a judge keeps between candidates (Judge._reference): how many, and their
+# parameters and buffers in all.
+REFERENCE_CACHE = 4
+REFERENCE_CACHE_BYTES = 2 << 30
+
+
+def _state(model: Any) -> list[Any]:
+    """A model's tensors: parameters, buffers and plain tensor attributes of every submodule."""
+    plain = [v for m in model.modules() for v in vars(m).values() if isinstance(v, torch.Tensor)]
+    return [*model.parameters(), *model.buffers(), *plain]
+
+
+def _state_versions(model: Any) -> tuple[Any, ...]:
+    """The version counters of a model's tensors (any in-place write bumps one) and which tensors
+    they are (a forward that rebinds an attribute changes that)."""
+    return tuple((id(t), t._version) for t in _state(model))
+
+
+def _state_bytes(model: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in _state(model))
 
 
 class ReferenceFailed(Exception):
@@ -90,6 +111,7 @@ class Judge(MemoryPlanning, Correctness, Guards, Timing):
         self._sysrand = random.SystemRandom()
         self._compile_cache: dict[tuple[Any, ...], Any] = {}
         self._plans: dict[tuple[Any, ...], dict[str, Any]] = {}  # memory plans, per problem and shape
+        self._references: collections.OrderedDict[tuple[Any, ...], tuple[Any, ...]] = collections.OrderedDict()
         self._mutating: set[tuple[Any, ...]] = set()  # problems whose reference writes its inputs
         self._plan: dict[str, Any] = {}  # the current evaluation's plan
         self._peak_floor: int = 0
@@ -174,6 +196,7 @@ class Judge(MemoryPlanning, Correctness, Guards, Timing):
             # memory: judge it again with the leanest plan, holding the GPU alone, so only a candidate
             # that runs out on its own is failed.
             first = res
+            self._references.clear()  # the kept reference models' memory too
             res = self._evaluate_once(req, alone=True, lean=True)
             res.flags.append(f"oom_retried_alone (first: {first.status}, {(first.error or '')[:120]})")
             res.durations_s["total"] = round(res.durations_s.get("total", 0.0) + first.durations_s.get("total", 0.0),
@@ -262,8 +285,22 @@ class Judge(MemoryPlanning, Correctness, Guards, Timing):
         except Exception as exc:  # noqa: BLE001 - whatever the sandbox sent, it is not the judge's fault
             raise SandboxProtocolError(f"{type(exc).__name__}: {exc}") from exc
 
-    def _reference(self, req: P.EvalRequest, shape: dict[str, Any]) -> tuple[Any, Any, list[Any]]:
-        """The problem module at ``shape``, its reference model and its init inputs (trusted code)."""
+    def _reference(self, req: P.EvalRequest, shape: dict[str, Any], cache: bool = True) -> tuple[Any, Any, list[Any]]:
+        """The problem module at ``shape``, its reference model and its init inputs (trusted code).
+
+        Kept for the next candidates of the same problem, shape, dtype and init seed (the judge's
+        search or RL loop sends many in a row): loading the module, building the model and moving its
+        weights to the GPU were ~0.3 s of each candidate's time under the GPU lock. Only while no
+        parameter or buffer of the model was written (their version counters; a reference whose forward
+        updates its own state is built afresh for every candidate, as before), for at most
+        REFERENCE_CACHE models of REFERENCE_CACHE_BYTES in all. The candidate's sandbox gets clones
+        of the init inputs, never the kept ones."""
+        key = (*self._problem_key(req, shape), req.init_seed)
+        hit = self._references.get(key) if cache else None
+        if hit is not None and _state_versions(hit[1]) == hit[3]:
+            self._references.move_to_end(key)
+            return hit[0], hit[1], clone_inputs(hit[2])
+        self._references.pop(key, None)
         dtype = dtype_from_name(req.dtype)
         module = load_problem_module(req.problem_source, req.problem_id, shape)
         init_inputs = list(module.get_init_inputs())
@@ -274,6 +311,11 @@ class Judge(MemoryPlanning, Correctness, Guards, Timing):
             if dtype != torch.float32:
                 ref_model = ref_model.to(dtype)
             ref_model.eval()
+        if cache and isinstance(ref_model, torch.nn.Module) and _state_bytes(ref_model) <= REFERENCE_CACHE_BYTES:
+            self._references[key] = (module, ref_model, clone_inputs(init_inputs), _state_versions(ref_model))
+            while len(self._references) > REFERENCE_CACHE or \
+                    sum(_state_bytes(v[1]) for v in self._references.values()) > REFERENCE_CACHE_BYTES:
+                self._references.popitem(last=False)
         return module, ref_model, init_inputs
 
     def _fail_reply(self, res: P.EvalResult, reply: dict[str, Any], default_guard: str = "exception") -> None:
