@@ -920,10 +920,12 @@ def test_a_judge_waiting_to_time_waits_for_one_correctness_trial_not_the_phase(t
         time.sleep(0.1)
         with other.hold(exclusive=True):
             got = time.monotonic()
+            time.sleep(0.5)  # another judge timing: the next trial waits for it
         t.join(timeout=120)
         assert box["res"].status == P.CORRECT, (box["res"].error, box["res"].log_tail)
         # it waited for trial 2 (one call, ~0.4 s), not for trials 2-4 (~1.2 s and more)
         assert other.waited_s < 0.9, other.waited_s
-        assert len(holds) == 6 and holds[4] >= got  # trial 3 came after the timing
+        assert len(holds) == 6 and holds[4] >= got + 0.5  # trial 3 came after the timing
+        assert 0.4 <= box["res"].durations_s["lock_wait"] < 1.5  # and the result says how long it waited
     finally:
         j.close()

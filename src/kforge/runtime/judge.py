@@ -224,6 +224,7 @@ class Judge(MemoryPlanning, Correctness, Guards, Timing):
         self._peak_floor = 0
         self._plan = {}
         base_reserved = torch.cuda.memory_reserved(self.device) if self.device.type == "cuda" else 0
+        waited = self.lock.waited_s
         sb: Sandbox | None = None
         try:
             sb = self._take_sandbox()
@@ -264,6 +265,12 @@ class Judge(MemoryPlanning, Correctness, Guards, Timing):
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             res.durations_s["teardown"] = round(time.perf_counter() - t_end, 4)
+            # Time spent waiting for the GPU lock other than to time (timing_wait): in the shared steps
+            # (reference, load, each trial and check) or, judged alone, for the whole evaluation. The
+            # phases' durations include it.
+            shared_wait = self.lock.waited_s - waited - res.durations_s.get("timing_wait", 0.0)
+            if shared_wait > 0.001:
+                res.durations_s["lock_wait"] = round(shared_wait, 4)
         res.flags = list(dict.fromkeys(res.flags))  # a re-measurement may raise the same flag twice
         res.durations_s["total"] = round(time.perf_counter() - t_start, 4)
         return res
