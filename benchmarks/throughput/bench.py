@@ -15,7 +15,7 @@ Steps, each bounded so the whole fits one 10-minute device call (TOTAL_S):
    (BASELINE_ALL=1: every candidate);
 4. figures: candidates per GPU-minute of each, the speedup, kforge's busy fraction, the compile/timing
    split, and the verdicts of every candidate both judged, compared. Printed last and written to
-   OUTDIR/throughput.json.
+   OUTDIR/throughput.json (with each candidate's verdict and durations_s).
 
 Settings (environment): MODE, PART (all|kforge|baseline), SHAPES (auto|main|small; default: the
 recipe's auto = main on a GPU), TRIALS, WARMUP, MIN_SAMPLES, MAX_SAMPLES (50), MAX_TIMING_S (1.0),
@@ -323,6 +323,10 @@ def summarise(k: dict[str, Any] | None, b: dict[str, Any] | None, manifest: dict
                                                  "gpus", "judges", "breakdown",
                                                  "busy_fraction_key", "nvidia_smi", "durations_sum_s", "runs",
                                                  "mode", "overrides")}
+        # each candidate's verdict and where its time went (durations_s: the phases, the lock's waits),
+        # so one file answers "where did the time go" per candidate, not only in sums
+        out["kforge"]["candidates"] = [{"id": r.get("id"), "status": r.get("status"), "guard": r.get("guard"),
+                                        "durations_s": r.get("durations_s")} for r in k.get("per_candidate", [])]
     if b:
         out["baseline"] = {x: b.get(x) for x in ("judged", "elapsed_s", "set_size", "extrapolated_total_s",
                                                    "candidates_per_gpu_minute", "classes", "unsampled_classes",
