@@ -297,7 +297,8 @@ class Judge(MemoryPlanning, Correctness, Guards, Timing):
 
         Kept for the next candidates of the same problem, shape, dtype and init seed (the judge's
         search or RL loop sends many in a row): loading the module, building the model and moving its
-        weights to the GPU were ~0.3 s of each candidate's time under the GPU lock. Only while no
+        weights to the GPU, under the GPU lock, for every candidate is waste where a model is costly to
+        build (KernelBench level 3; the built-in problems' take ~0.01 s). Only while no
         parameter or buffer of the model was written (their version counters; a reference whose forward
         updates its own state is built afresh for every candidate, as before), for at most
         REFERENCE_CACHE models of REFERENCE_CACHE_BYTES in all. The candidate's sandbox gets clones
