@@ -43,7 +43,7 @@ class Correctness:
             with self.lock.hold(exclusive=False):  # the held-out reference's weights go to the GPU
                 h_module, h_ref, h_init = self._reference(req, shape)
                 reply = sb.call({"cmd": "construct", "init_seed": req.init_seed}, timeout=req.compile_timeout_s,
-                                tensors={"init": h_init})
+                                tensors={"init": self._shareable(h_init)})
             if not reply.get("ok"):
                 self._fail_reply(res, reply, "init")
                 res.error = f"{label} shape {shape}: {res.error}"
@@ -55,7 +55,7 @@ class Correctness:
         if req.heldout:
             with self.lock.hold(exclusive=False):
                 reply = sb.call({"cmd": "construct", "init_seed": req.init_seed}, timeout=req.compile_timeout_s,
-                                tensors={"init": init_inputs})
+                                tensors={"init": self._shareable(init_inputs)})
             if not reply.get("ok"):
                 self._fail_reply(res, reply, "init")
                 return False

@@ -120,6 +120,7 @@ class DeviceLock:
         self.path: Path | None = None  # sandboxes take it shared while they start on the GPU
         self.mode: str | None = None
         self.waited_s = 0.0
+        self.device = device
         if path is None:
             if device.type != "cuda" or os.environ.get("KFORGE_DEVICE_LOCK", "1") == "0":
                 return
@@ -145,4 +146,11 @@ class DeviceLock:
             yield
         finally:
             self.mode = None
-            gpulock.release(self.fd)
+            try:
+                if self.device.type == "cuda":
+                    # the judge's own GPU work of this step is done before another judge may time
+                    torch.cuda.synchronize(self.device)
+            except Exception:  # noqa: BLE001 - a broken context fails the judge's next GPU call anyway
+                pass
+            finally:
+                gpulock.release(self.fd)

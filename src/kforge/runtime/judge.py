@@ -34,7 +34,7 @@ from kforge.runtime.correctness import Correctness
 from kforge.runtime.device import EXACT_MATH, HARNESS_VERSION, DeviceLock, _set_math, cuda_arch, device_info  # noqa: F401
 from kforge.runtime.guards import _KERNEL_PATTERNS, Guards, _own_kernel_names  # noqa: F401
 from kforge.runtime.memory import CANDIDATE_MEMORY_FACTOR, MemoryPlanning, _out_of_memory
-from kforge.runtime.problem import DEFAULT_TOLERANCE, clone_inputs, load_problem_module
+from kforge.runtime.problem import DEFAULT_TOLERANCE, clone_inputs, digest, load_problem_module
 from kforge.runtime.sandbox_client import (  # noqa: F401 - the judge's public names, as before the split
     _COMPILE_EXC,
     OUTPUT_FLOOR_BYTES,
@@ -66,14 +66,26 @@ def _state(model: Any) -> list[Any]:
     return [*model.parameters(), *model.buffers(), *plain]
 
 
-def _state_versions(model: Any) -> tuple[Any, ...]:
-    """The version counters of a model's tensors (any in-place write bumps one) and which tensors
-    they are (a forward that rebinds an attribute changes that)."""
-    return tuple((id(t), t._version) for t in _state(model))
+def _state_fingerprint(model: Any, key: int) -> tuple[list[Any], list[Any]]:
+    """The model's tensors themselves (a forward that rebinds an attribute changes which they are) and a
+    keyed digest of their bytes (any write: in place, through ``.data``, or by another process through
+    shared memory). Raises for tensors that can't be read this way (lazy parameters, say)."""
+    tensors = _state(model)
+    return tensors, digest(tensors, key)
+
+
+def _same_state(model: Any, kept: tuple[list[Any], list[Any]], key: int) -> bool:
+    tensors = _state(model)
+    return len(tensors) == len(kept[0]) and all(a is b for a, b in zip(tensors, kept[0])) \
+        and digest(tensors, key) == kept[1]
 
 
 def _state_bytes(model: Any) -> int:
     return sum(t.numel() * t.element_size() for t in _state(model))
+
+
+def _on_gpu(values: list[Any]) -> bool:
+    return any(isinstance(v, torch.Tensor) and v.device.type == "cuda" for v in values)
 
 
 class ReferenceFailed(Exception):
@@ -112,8 +124,10 @@ class Judge(MemoryPlanning, Correctness, Guards, Timing):
         self._compile_cache: dict[tuple[Any, ...], Any] = {}
         self._plans: dict[tuple[Any, ...], dict[str, Any]] = {}  # memory plans, per problem and shape
         self._references: collections.OrderedDict[tuple[Any, ...], tuple[Any, ...]] = collections.OrderedDict()
+        self._state_key = self._sysrand.getrandbits(62)  # the kept models' digests: never leaves the judge
         self._mutating: set[tuple[Any, ...]] = set()  # problems whose reference writes its inputs
         self._plan: dict[str, Any] = {}  # the current evaluation's plan
+        self._timing_waited = 0.0  # the current evaluation's wait to time
         self._peak_floor: int = 0
         # Tensors shared with a sandbox by CUDA IPC live in their own memory pool, so the blocks a
         # sandbox can map hold nothing but its inputs (never a reference output).
@@ -196,11 +210,16 @@ class Judge(MemoryPlanning, Correctness, Guards, Timing):
             # memory: judge it again with the leanest plan, holding the GPU alone, so only a candidate
             # that runs out on its own is failed.
             first = res
-            self._references.clear()  # the kept reference models' memory too
+            self._references.clear()  # the kept reference models' memory too, back to the driver
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
             res = self._evaluate_once(req, alone=True, lean=True)
             res.flags.append(f"oom_retried_alone (first: {first.status}, {(first.error or '')[:120]})")
             res.durations_s["total"] = round(res.durations_s.get("total", 0.0) + first.durations_s.get("total", 0.0),
                                              4)
+            waits = res.durations_s.get("lock_wait", 0.0) + first.durations_s.get("lock_wait", 0.0)
+            if waits:
+                res.durations_s["lock_wait"] = round(waits, 4)
             if _out_of_memory(res) and not self._candidate_oom(res):
                 res.status, res.guard = P.INFRA_ERROR, "memory"
                 res.error = ("out of GPU memory although the candidate asked for no more than "
@@ -225,6 +244,7 @@ class Judge(MemoryPlanning, Correctness, Guards, Timing):
         self._plan = {}
         base_reserved = torch.cuda.memory_reserved(self.device) if self.device.type == "cuda" else 0
         waited = self.lock.waited_s
+        self._timing_waited = 0.0
         sb: Sandbox | None = None
         try:
             sb = self._take_sandbox()
@@ -268,7 +288,7 @@ class Judge(MemoryPlanning, Correctness, Guards, Timing):
             # Time spent waiting for the GPU lock other than to time (timing_wait): in the shared steps
             # (reference, load, each trial and check) or, judged alone, for the whole evaluation. The
             # phases' durations include it.
-            shared_wait = self.lock.waited_s - waited - res.durations_s.get("timing_wait", 0.0)
+            shared_wait = self.lock.waited_s - waited - self._timing_waited
             if shared_wait > 0.001:
                 res.durations_s["lock_wait"] = round(shared_wait, 4)
         res.flags = list(dict.fromkeys(res.flags))  # a re-measurement may raise the same flag twice
@@ -298,17 +318,25 @@ class Judge(MemoryPlanning, Correctness, Guards, Timing):
         Kept for the next candidates of the same problem, shape, dtype and init seed (the judge's
         search or RL loop sends many in a row): loading the module, building the model and moving its
         weights to the GPU, under the GPU lock, for every candidate is waste where a model is costly to
-        build (KernelBench level 3; the built-in problems' take ~0.01 s). Only while no
-        parameter or buffer of the model was written (their version counters; a reference whose forward
-        updates its own state is built afresh for every candidate, as before), for at most
-        REFERENCE_CACHE models of REFERENCE_CACHE_BYTES in all. The candidate's sandbox gets clones
-        of the init inputs, never the kept ones."""
+        build (KernelBench level 3; the built-in problems' take ~0.01 s). A kept model is used again
+        only while its tensors are the same objects with the same bytes (a keyed digest, taken when it
+        was built and checked at each use): a reference whose forward updates its own state, or whose
+        weights anything else wrote, is built afresh, as it was for every candidate before. Not kept:
+        a model whose init inputs are on the GPU (a sandbox is sent those), one whose tensors can't be
+        digested, and past REFERENCE_CACHE models or REFERENCE_CACHE_BYTES in all. The candidate's
+        sandbox never gets the kept init inputs, only clones (``_shareable``)."""
         key = (*self._problem_key(req, shape), req.init_seed)
-        hit = self._references.get(key) if cache else None
-        if hit is not None and _state_versions(hit[1]) == hit[3]:
-            self._references.move_to_end(key)
-            return hit[0], hit[1], clone_inputs(hit[2])
-        self._references.pop(key, None)
+        if cache:
+            hit = self._references.get(key)
+            if hit is not None:
+                try:
+                    same = _same_state(hit[1], hit[3], self._state_key)
+                except Exception:  # noqa: BLE001 - unreadable now: build afresh
+                    same = False
+                if same:
+                    self._references.move_to_end(key)
+                    return hit[0], hit[1], clone_inputs(hit[2])
+                del self._references[key]
         dtype = dtype_from_name(req.dtype)
         module = load_problem_module(req.problem_source, req.problem_id, shape)
         init_inputs = list(module.get_init_inputs())
@@ -319,12 +347,27 @@ class Judge(MemoryPlanning, Correctness, Guards, Timing):
             if dtype != torch.float32:
                 ref_model = ref_model.to(dtype)
             ref_model.eval()
-        if cache and isinstance(ref_model, torch.nn.Module) and _state_bytes(ref_model) <= REFERENCE_CACHE_BYTES:
-            self._references[key] = (module, ref_model, clone_inputs(init_inputs), _state_versions(ref_model))
-            while len(self._references) > REFERENCE_CACHE or \
-                    sum(_state_bytes(v[1]) for v in self._references.values()) > REFERENCE_CACHE_BYTES:
-                self._references.popitem(last=False)
+        if cache and isinstance(ref_model, torch.nn.Module) and not _on_gpu(init_inputs):
+            try:
+                size = _state_bytes(ref_model)
+                kept = _state_fingerprint(ref_model, self._state_key) if size <= REFERENCE_CACHE_BYTES else None
+            except Exception:  # noqa: BLE001 - e.g. inference-mode or lazy tensors: simply not kept
+                kept = None
+            if kept is not None:
+                self._references[key] = (module, ref_model, clone_inputs(init_inputs), kept, size)
+                while len(self._references) > REFERENCE_CACHE or \
+                        sum(v[4] for v in self._references.values()) > REFERENCE_CACHE_BYTES:
+                    self._references.popitem(last=False)
         return module, ref_model, init_inputs
+
+    def _shareable(self, values: list[Any]) -> list[Any]:
+        """What a sandbox may be sent of the init inputs: GPU tensors cloned into the shared pool (CUDA
+        IPC maps a tensor's whole allocation, which in the judge's own pool can hold a reference's
+        weights), everything else as it is."""
+        if not _on_gpu(values):
+            return values
+        with self._shared_alloc():
+            return [v.clone() if isinstance(v, torch.Tensor) and v.device.type == "cuda" else v for v in values]
 
     def _fail_reply(self, res: P.EvalResult, reply: dict[str, Any], default_guard: str = "exception") -> None:
         exc_type = str(reply.get("exc_type", ""))
@@ -371,7 +414,7 @@ class Judge(MemoryPlanning, Correctness, Guards, Timing):
             reply = sb.call({"cmd": "load", "candidate_file": str(cand_file), "init_seed": req.init_seed,
                              "module_name": f"kforge_candidate_{req.request_id}".replace("-", "_"),
                              "dtype": req.dtype, "flush_l2": req.flush_l2, "env": self._build_env(req)},
-                            timeout=req.compile_timeout_s, tensors={"init": init_inputs})
+                            timeout=req.compile_timeout_s, tensors={"init": self._shareable(init_inputs)})
         res.durations_s["compile"] = round(time.perf_counter() - t0, 4)
         if not reply.get("ok"):
             self._fail_reply(res, reply, "init")
@@ -392,14 +435,15 @@ class Judge(MemoryPlanning, Correctness, Guards, Timing):
         t0 = time.perf_counter()
         with self.lock.hold(exclusive=True):  # nothing else of kforge's runs on this GPU meanwhile
             t1 = time.perf_counter()
+            self._timing_waited = t1 - t0
+            if t1 - t0 > 0.001:
+                res.durations_s["timing_wait"] = round(t1 - t0, 4)
             if self._time(req, res, sb, module, ref_model, atol, rtol) and (res.speedup_vs_eager or 0) > 10:
                 # An extraordinary claim: measure again with fresh inputs before it counts.
                 first = res.speedup_vs_eager
                 if self._time(req, res, sb, module, ref_model, atol, rtol):
                     res.flags.append(f"remeasured_gt10x (first {first:.2f}x)")
         res.durations_s["timing"] = round(time.perf_counter() - t1, 4)
-        if t1 - t0 > 0.001:
-            res.durations_s["timing_wait"] = round(t1 - t0, 4)
 
     def _untimed_checks(self, req: P.EvalRequest, res: P.EvalResult, sb: Sandbox, module: Any, ref_model: Any,
                         init_inputs: list[Any], atol: float, rtol: float) -> bool:

@@ -68,6 +68,10 @@ def _construct(cls: Any, init: Any, seed: int, device: Any, dtype: Any) -> Any:
         if dtype != torch.float32:
             model = model.to(dtype)
         model.eval()
+    if torch.device(device).type == "cuda":
+        # Finished before the answer: the judge holds the GPU lock for this step, and work still
+        # queued after it lets go would overlap another judge's timing.
+        torch.cuda.synchronize(device)
     return model
 
 
