@@ -282,11 +282,29 @@ def exact_reference(model: Any, inputs: list[Any]) -> Any:
 DIGEST_CHUNK = 1 << 22
 
 
+_DIGEST_WEIGHTS: dict[tuple[int, int, str], torch.Tensor] = {}  # the last few (key, length, device)
+
+
+def _digest_weights(key: int, n: int, device: torch.device) -> torch.Tensor:
+    """``n`` weights drawn from ``key``: as many as the largest chunk needs, not DIGEST_CHUNK every time
+    (drawing 4M of them took ~30 ms per call on the CPU, twice per correctness trial). The last few are
+    kept, so a trial's second digest (same key) draws none."""
+    k = (key, n, str(device))
+    w = _DIGEST_WEIGHTS.get(k)
+    if w is None:
+        gen = torch.Generator(device="cpu").manual_seed(key)
+        w = torch.randint(1, 2**31 - 1, (n,), generator=gen, dtype=torch.int64).to(device)
+        while len(_DIGEST_WEIGHTS) >= 4:
+            _DIGEST_WEIGHTS.pop(next(iter(_DIGEST_WEIGHTS)))
+        _DIGEST_WEIGHTS[k] = w
+    return w
+
+
 def digest(inputs: list[Any], key: int) -> list[Any]:
     """One value per input: a keyed digest of each tensor's bytes (with its shape and dtype), the
-    value itself for anything else."""
+    value itself for anything else. One host synchronisation per device, not one per tensor."""
     out: list[Any] = []
-    weights: dict[torch.device, torch.Tensor] = {}
+    words_of: list[tuple[int, torch.Tensor, str, tuple[int, ...]]] = []
     for x in inputs:
         if not isinstance(x, torch.Tensor):
             out.append(("value", repr(x)))
@@ -296,16 +314,20 @@ def digest(inputs: list[Any], key: int) -> list[Any]:
             t = t.contiguous()
         raw = t.reshape(-1).view(torch.uint8) if t.numel() else torch.empty(0, dtype=torch.uint8, device=t.device)
         words = raw.view(torch.int32) if raw.numel() % 4 == 0 else raw
-        w = weights.get(t.device)
-        if w is None:
-            gen = torch.Generator(device="cpu").manual_seed(key)
-            w = torch.randint(1, 2**31 - 1, (DIGEST_CHUNK,), generator=gen, dtype=torch.int64).to(t.device)
-            weights[t.device] = w
-        total = torch.zeros((), dtype=torch.int64, device=t.device)
+        words_of.append((len(out), words, str(t.dtype), tuple(t.shape)))
+        out.append(None)
+    n = min(DIGEST_CHUNK, max([w.numel() for _, w, _, _ in words_of] + [1]))
+    totals: dict[torch.device, list[tuple[int, str, tuple[int, ...], torch.Tensor]]] = {}
+    for i, words, dtype, shape in words_of:
+        w = _digest_weights(key, n, words.device)
+        total = torch.zeros((), dtype=torch.int64, device=words.device)
         for k, lo in enumerate(range(0, words.numel(), DIGEST_CHUNK)):
             c = words[lo:lo + DIGEST_CHUNK].to(torch.int64)
             total = total + (c * w[:c.numel()]).sum() * (2 * k + 1)
-        out.append((str(t.dtype), tuple(t.shape), int(total)))
+        totals.setdefault(words.device, []).append((i, dtype, shape, total))
+    for items in totals.values():
+        for (i, dtype, shape, _), value in zip(items, torch.stack([it[3] for it in items]).tolist()):
+            out[i] = (dtype, shape, int(value))
     return out
 
 
