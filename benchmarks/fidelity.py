@@ -161,6 +161,77 @@ def calibrate(target_ms: float, device: Any, flush: Any) -> dict[str, Any]:
     return {"target_ms": target_ms, "kind": kind, "size": n, "calibrated_ms": round(t, 5)}
 
 
+# -- per-sample outliers ---------------------------------------------------------------------------------
+OUTLIER = 1.02  # a sample more than 2% from its series' median
+
+
+def outliers(series: dict[str, list[float]], extra: dict[str, list[Any]] | None = None) -> dict[str, Any]:
+    """Where a series' per-sample spread comes from: per series (samples in the order taken, one per
+    round) the count above and below OUTLIER x median, the worst ratio and the first rounds they fell in;
+    then, for rounds where any series is slow, whether the others were slow in the same round (a shared
+    cause: the clocks, another process on the GPU or host) or not (that series' own path: IPC, the
+    sandbox's scheduling). ``extra`` holds per-round readings to compare between slow and other rounds
+    (e.g. the SM clock)."""
+    out: dict[str, Any] = {"threshold": OUTLIER}
+    slow: dict[str, set[int]] = {}
+    for name, xs in series.items():
+        if not xs:
+            continue
+        m = statistics.median(xs)
+        hi = [i for i, x in enumerate(xs) if x > OUTLIER * m]
+        lo = [i for i, x in enumerate(xs) if x < m / OUTLIER]
+        slow[name] = set(hi)
+        out[name] = {"n": len(xs), "median_ms": round(m, 6), "above": len(hi), "below": len(lo),
+                     "worst_over_median": round(max(xs) / m, 4) if m > 0 else None,
+                     "best_over_median": round(min(xs) / m, 4) if m > 0 else None,
+                     "first_slow_rounds": hi[:12],
+                     "cv_without_slow": _cv([x for i, x in enumerate(xs) if i not in slow[name]])}
+    names = list(slow)
+    for name in names:
+        others = set().union(*(slow[o] for o in names if o != name)) if len(names) > 1 else set()
+        if slow[name] and len(names) > 1:
+            out[name]["slow_rounds_shared_with_others"] = round(len(slow[name] & others) / len(slow[name]), 3)
+    for key, vals in (extra or {}).items():
+        any_slow = set().union(*slow.values()) if slow else set()
+        s_vals = [v for i, v in enumerate(vals) if i in any_slow and v is not None]
+        o_vals = [v for i, v in enumerate(vals) if i not in any_slow and v is not None]
+        out[key] = {"slow_rounds": sorted(set(s_vals))[:8] if s_vals and not isinstance(s_vals[0], float)
+                    else (statistics.median(s_vals) if s_vals else None),
+                    "other_rounds": sorted(set(o_vals))[:8] if o_vals and not isinstance(o_vals[0], float)
+                    else (statistics.median(o_vals) if o_vals else None)}
+    return out
+
+
+def _cv(xs: list[float]) -> float | None:
+    return round(statistics.stdev(xs) / statistics.fmean(xs), 5) if len(xs) > 1 else None
+
+
+class Clocks:
+    """The SM clock (MHz) and NVML's clock-event reasons (a bitmask: power cap, thermal...) after a
+    sample, through nvidia-ml-py where installed; None otherwise."""
+
+    def __init__(self, index: int = 0) -> None:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._nv, self._h = pynvml, pynvml.nvmlDeviceGetHandleByIndex(index)
+        except Exception:  # noqa: BLE001 - no NVML: readings are None
+            self._nv = None
+
+    def read(self) -> tuple[int | None, int | None]:
+        if self._nv is None:
+            return None, None
+        try:
+            clock = int(self._nv.nvmlDeviceGetClockInfo(self._h, self._nv.NVML_CLOCK_SM))
+            get = getattr(self._nv, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
+                self._nv.nvmlDeviceGetCurrentClocksThrottleReasons
+            reasons = int(get(self._h))
+            return clock, reasons
+        except Exception:  # noqa: BLE001
+            return None, None
+
+
 # -- 1. the judge ----------------------------------------------------------------------------------------
 def judge_runs(judge: Any, k: dict[str, Any], repeats: int, rounds: int, max_timing_s: float) -> dict[str, Any]:
     from kforge.runtime import protocol as P
@@ -185,6 +256,10 @@ def judge_runs(judge: Any, k: dict[str, Any], repeats: int, rounds: int, max_tim
                      "cand_median_ms": t["median_ms"], "eager_median_ms": b["median_ms"], "cand_cv": t["cv"],
                      "eager_cv": b["cv"], "n": t["n"], "flags": res.flags, "timing_method": res.timing_method,
                      "wall_s": round(wall, 2)})
+        # the judge's samples in round order: A (eager) is the first half of the baseline's, A' the second
+        base = list(b.get("samples_ms") or [])
+        reps[-1]["outliers"] = outliers({"A": base[:len(base) // 2], "B": list(t.get("samples_ms") or []),
+                                         "A2": base[len(base) // 2:]})
         log(f"  judge {name} repeat {r}: A/A {res.aa_ratio:.4f}, B/A {reps[-1]['b_over_a']:.4f}, "
             f"B {t['median_ms']:.4f} ms cv {t['cv']:.4f}, A {b['median_ms']:.4f} ms cv {b['cv']:.4f}, n={t['n']}")
     ok = [x for x in reps if x["status"] == "correct"]
@@ -215,14 +290,21 @@ def timer_aa(k: dict[str, Any], device: Any, rounds: int) -> dict[str, Any]:
     fn, args = make_op(k["kind"], k["size"], device)
     for _ in range(5):
         timer.time_call(fn, args)
-    a, a2 = [], []
+    a, a2, clocks, reasons = [], [], [], []
+    nvml = Clocks(device.index or 0) if (k.get("calibrated_ms") or 0) >= 0.5 else None  # ~0.1 ms a reading
     for _ in range(rounds):
         a.append(timer.time_call(fn, args)[0])
         a2.append(timer.time_call(fn, args)[0])
+        if nvml is not None:
+            c, r = nvml.read()
+            clocks.append(float(c) if c is not None else None)
+            reasons.append(r)
     sa, sa2, both = summarise(a), summarise(a2), summarise(a + a2)
     out = {"method": timer.method, "median_ms": round(both["median_ms"], 6),
            "aa_ratio": round(sa["median_ms"] / sa2["median_ms"], 5), "cv": round(both["cv"], 5),
-           "p20_ms": round(both["p20_ms"], 6), "p80_ms": round(both["p80_ms"], 6), "n": both["n"]}
+           "p20_ms": round(both["p20_ms"], 6), "p80_ms": round(both["p80_ms"], 6), "n": both["n"],
+           "outliers": outliers({"A": a, "A2": a2}, {"sm_clock_mhz": clocks, "clock_event_reasons": reasons}
+                                if nvml is not None else None)}
     if (k.get("calibrated_ms") or 1.0) < 0.1:  # what the judge does for short kernels: graph replay
         from kforge.runtime.timing import capture_graph
 
@@ -469,6 +551,21 @@ def print_table(out: dict[str, Any]) -> None:
                   f"   timer A/A {g.get('aa_ratio')}, cv {g.get('cv')}")
         if n.get("error"):
             print(f"   ncu: {n['error'][:300]}")
+    print(f"\nper-sample outliers (more than {OUTLIER}x or under 1/{OUTLIER}x the series' median; 'shared': the "
+          "fraction of a series' slow rounds where another series was slow too):")
+    for k in out["kernels"]:
+        name = f"{k['kind']} {k['size']} (~{k['target_ms']} ms)"
+        sources = [(f"judge repeat {i}", r.get("outliers")) for i, r in enumerate((k.get("judge") or {}).get("repeats") or [])]
+        sources.append(("timer alone", (k.get("timer") or {}).get("outliers")))
+        for label, o in sources:
+            if not o:
+                continue
+            parts = [f"{s} above {o[s]['above']}/{o[s]['n']} below {o[s]['below']} worst {o[s]['worst_over_median']}"
+                     f" shared {o[s].get('slow_rounds_shared_with_others', '-')} cv without {o[s]['cv_without_slow']}"
+                     for s in ("A", "B", "A2") if s in o]
+            extra = "; ".join(f"{x}: slow rounds {o[x]['slow_rounds']}, others {o[x]['other_rounds']}"
+                              for x in ("sm_clock_mhz", "clock_event_reasons") if x in o)
+            print(f"  {name:<26}{label:<16}" + "; ".join(parts) + (f"; {extra}" if extra else ""))
     print(f"(fidelity.json written; {out.get('elapsed_s')} s)")
 
 
