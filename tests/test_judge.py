@@ -511,8 +511,15 @@ def test_a_sandbox_starts_under_the_gpu_lock_taken_shared(tmp_path) -> None:
     fcntl.flock(fd, fcntl.LOCK_EX)  # a judge timing a candidate
     sb = Sandbox(torch.device("cpu"), tmp_path, lock_path=lock)
     try:
+        # importing torch takes seconds; then it waits for the lock: the kernel lists it as a blocked
+        # waiter ("->") in /proc/locks, under the sandbox's pid
+        deadline = time.monotonic() + 60
+        while not any(ln.split()[1] == "->" and ln.split()[5] == str(sb.proc.pid)
+                      for ln in Path("/proc/locks").read_text().splitlines() if len(ln.split()) > 5):
+            assert sb.proc.poll() is None and time.monotonic() < deadline, "the sandbox never waited for the lock"
+            time.sleep(0.1)
         with pytest.raises(SandboxTimeout):
-            sb.wait_ready(timeout=15)  # importing torch takes seconds; then it waits for the lock
+            sb.wait_ready(timeout=1)  # and it is not ready while it waits
         fcntl.flock(fd, fcntl.LOCK_UN)
         sb.wait_ready(timeout=60)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ready: the sandbox holds no lock any more
