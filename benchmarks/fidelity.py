@@ -191,15 +191,18 @@ def outliers(series: dict[str, list[float]], extra: dict[str, list[Any]] | None 
         others = set().union(*(slow[o] for o in names if o != name)) if len(names) > 1 else set()
         if slow[name] and len(names) > 1:
             out[name]["slow_rounds_shared_with_others"] = round(len(slow[name] & others) / len(slow[name]), 3)
+    any_slow = set().union(*slow.values()) if slow else set()
     for key, vals in (extra or {}).items():
-        any_slow = set().union(*slow.values()) if slow else set()
-        s_vals = [v for i, v in enumerate(vals) if i in any_slow and v is not None]
-        o_vals = [v for i, v in enumerate(vals) if i not in any_slow and v is not None]
-        out[key] = {"slow_rounds": sorted(set(s_vals))[:8] if s_vals and not isinstance(s_vals[0], float)
-                    else (statistics.median(s_vals) if s_vals else None),
-                    "other_rounds": sorted(set(o_vals))[:8] if o_vals and not isinstance(o_vals[0], float)
-                    else (statistics.median(o_vals) if o_vals else None)}
+        out[key] = {"slow_rounds": _describe([v for i, v in enumerate(vals) if i in any_slow and v is not None]),
+                    "other_rounds": _describe([v for i, v in enumerate(vals) if i not in any_slow and v is not None])}
     return out
+
+
+def _describe(vals: list[Any]) -> Any:
+    """Readings over some rounds: the median of measurements (floats), the distinct values of codes."""
+    if not vals:
+        return None
+    return statistics.median(vals) if isinstance(vals[0], float) else sorted(set(vals))[:8]
 
 
 def _cv(xs: list[float]) -> float | None:
