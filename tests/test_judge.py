@@ -197,6 +197,11 @@ def test_correct_triton_relu_is_correct_with_timing(judge: Judge) -> None:
     for cmd in ("load", "run", "time", "refresh"):
         assert 0 <= sandbox[cmd]["busy_s"] <= sandbox[cmd]["round_trip_s"]
     assert 0 < res.diagnostics["correctness_main_s"] <= res.durations_s["correctness"]
+    # the trials' time by part: the sandbox's share is its run round trips, and the parts fit the phase
+    split = res.diagnostics["correctness_split_s"]
+    assert set(split) == {"reference", "sandbox", "decode", "check"} and min(split.values()) >= 0
+    assert split["sandbox"] == pytest.approx(sandbox["run"]["round_trip_s"], abs=0.05)
+    assert sum(split.values()) <= res.durations_s["correctness"] + 1e-3
     # the result is plain JSON and survives a round trip
     again = P.EvalResult.from_dict(json.loads(json.dumps(res.to_dict())))
     assert again == res

@@ -284,6 +284,7 @@ def breakdown(rows: list[dict[str, Any]]) -> dict[str, Any]:
     the judge's side of each call), and the peak GPU memory of one judge and of one sandbox."""
     cmds: dict[str, dict[str, float]] = {}
     peaks: dict[str, float] = {}
+    split: dict[str, float] = {}  # the correctness phase's trials: reference, sandbox, decode, check
     for r in rows:
         d = r.get("diagnostics") or {}
         for cmd, st in (d.get("sandbox") or {}).items():
@@ -295,7 +296,11 @@ def breakdown(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 peaks[key] = max(peaks.get(key, 0.0), float(d[key]))
         if isinstance(d.get("correctness_main_s"), (int, float)):
             peaks["correctness_main_s_sum"] = round(peaks.get("correctness_main_s_sum", 0.0) + d["correctness_main_s"], 3)
-    return {"sandbox_commands": dict(sorted(cmds.items(), key=lambda kv: -kv[1]["round_trip_s"])), **peaks}
+        for part, v in (d.get("correctness_split_s") or {}).items():
+            if isinstance(v, (int, float)):
+                split[part] = round(split.get(part, 0.0) + float(v), 3)
+    return {"sandbox_commands": dict(sorted(cmds.items(), key=lambda kv: -kv[1]["round_trip_s"])),
+            "correctness_split_s": split, **peaks}
 
 
 def baseline_part(outdir: Path, set_dir: Path, budget_s: float, deadline_s: float) -> dict[str, Any]:
@@ -397,6 +402,9 @@ def print_figures(s: dict[str, Any]) -> None:
                 f"{c} {v['calls']:.0f}/{v['round_trip_s']:.1f}/{v['busy_s']:.1f}" for c, v in bd["sandbox_commands"].items()))
             print(f"  peak GPU memory: one judge {bd.get('judge_peak_gib')} GiB, one sandbox {bd.get('sandbox_peak_gib')} GiB;"
                   f" main-shape correctness {bd.get('correctness_main_s_sum')} s of the correctness sum")
+        if bd.get("correctness_split_s"):
+            print("  correctness trials, summed (s; the rest of correctness is lock waits and held-out set-up): "
+                  + ", ".join(f"{x}={v:.1f}" for x, v in bd["correctness_split_s"].items()))
     if b:
         print(f"baseline: {b['judged']} of {b['set_size']} judged in {b['elapsed_s']:.1f} s; whole set "
               f"{'measured' if b.get('all') else 'extrapolated per class'}: {b['extrapolated_total_s']:.1f} s -> "

@@ -117,6 +117,16 @@ class Correctness:
     def _correctness(self: Judge, req: P.EvalRequest, res: P.EvalResult, sb: Sandbox, module: Any, ref_model: Any,  # type: ignore[misc]  # a mixin of Judge
                      trials: int, atol: float, rtol: float, label: str) -> bool:
         dev = self.device
+        # Where a trial's time goes, summed over the phase (diagnostics.correctness_split_s): drawing
+        # the inputs and the reference's forward with its digests, the sandbox's round trips, taking
+        # the tensors it sent back, and the judge's checks (digest after, comparison, arbitration).
+        split = res.diagnostics.setdefault("correctness_split_s", {})
+        clock = time.perf_counter
+
+        def spent(part: str, since: float) -> float:
+            now = clock()
+            split[part] = round(split.get(part, 0.0) + now - since, 4)
+            return now
         dists = list(DISTRIBUTIONS)
         trial = attempts = 0
         where = "" if label == "main" else f"{label} shape: "
@@ -130,7 +140,9 @@ class Correctness:
                 dist = dists[trial % len(dists)]
                 seed = self._sysrand.getrandbits(63)
                 key = self._sysrand.getrandbits(62)  # the digest's key: never leaves the judge
+                t = clock()
                 inputs, ref_out, before = self._reference_outputs(req, module, ref_model, seed, dist, key)
+                t = spent("reference", t)
                 ref_list = flatten_outputs(ref_out)
                 if not all_finite(ref_list):
                     dists.remove(dist)  # the reference itself can't take these inputs (logs, probabilities)
@@ -142,8 +154,10 @@ class Correctness:
                 cap = reply_cap(ref_list, inputs)
                 first: Any = None
                 for run in range(runs):
+                    t = clock()
                     reply = sb.call({"cmd": "run", "poison": poison, "return_inputs": not req.inplace, "max_bytes": cap},
                                     timeout=req.run_timeout_s, tensors={"inputs": inputs})
+                    t = spent("sandbox", t)
                     res.trials_run += 1 if run == 0 else 0
                     if not reply.get("ok"):
                         self._fail_reply(res, reply)
@@ -157,6 +171,7 @@ class Correctness:
                         return False
                     if before is not None:  # the inputs as the candidate left them, by digest: no second copy kept
                         after = self._decode(sb, reply.get("inputs_after"), cap, f"{where}the returned inputs")
+                        t = spent("decode", t)
                         changed = [i for i, (a, b) in enumerate(zip(digest(list(after), key), before)) if a != b]
                         if len(after) != len(before):
                             changed = changed or [min(len(after), len(before))]
@@ -165,7 +180,9 @@ class Correctness:
                             res.status, res.guard = P.INCORRECT, "input_mutation"
                             res.error = f"{where}the candidate modified input {changed[0]}, which the problem does not allow"
                             return False
+                    t = spent("check", t)
                     out = self._decode(sb, out_payload, cap, f"{where}the output")
+                    t = spent("decode", t)
                     try:
                         if run == 0:
                             try:
@@ -193,6 +210,8 @@ class Correctness:
                             res.max_abs_err = exc.max_abs
                             res.max_rel_err = exc.max_rel
                         return False
+                    finally:
+                        spent("check", t)
                     del out
                 del first, inputs, ref_out, ref_list
                 res.trials_passed += 1
