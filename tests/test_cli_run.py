@@ -233,7 +233,9 @@ def test_eval_rejects_a_candidate_without_a_kernel(tmp_path: Path, isolated_env:
 
 def test_budget_candidates_stops_the_run(tmp_path: Path, isolated_env: dict[str, str]) -> None:
     proc = subprocess.run([sys.executable, "-m", "kforge", "run", str(QUICKSTART), "--json",
-                           "--set", f"run.out={tmp_path}", "--set", "budget.candidates=2"],
+                           "--set", f"run.out={tmp_path}", "--set", "budget.candidates=2",
+                           # what is under test is the stop, not the judging: judge the two quickly
+                           "--set", "eval.min_samples=3", "--set", "eval.max_samples=3", "--set", "eval.max_timing_s=0.5"],
                           capture_output=True, text=True, env=isolated_env, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     events = _events(proc.stdout)
